@@ -1,0 +1,135 @@
+//! The command line. The same definitions produce `--help` and (with clap_mangen) the man page.
+
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Layout, layers};
+use crate::exit;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vespa-agent",
+    version = version_line(),
+    about = "Keeps a VESPA DaCHS node converged to its service repository and granule store",
+    long_about = "vespa-agent runs on every DaCHS node of VESPA-Cloud. It pulls the service \
+configuration from the provider's repository, applies it to the local GAVO DaCHS server, imports \
+data granules, and reports health and Prometheus metrics. It is driven with systemctl; \
+`vespa-agent run` is what the vespa-agent.service unit starts.",
+    after_help = "Exit codes follow sysexits(3): 0 success, 1 failure, 65 damaged or newer state \
+store, 69 a needed resource is unavailable, 74 I/O error, 78 configuration error."
+)]
+pub struct Cli {
+    /// Read agent.toml and agent.d/*.toml from DIR
+    #[arg(long, global = true, value_name = "DIR", default_value = layers::CONFIG_DIR)]
+    pub config_dir: PathBuf,
+
+    /// Package defaults, read before DIR (for packaging and tests)
+    #[arg(long, global = true, value_name = "DIR", default_value = layers::VENDOR_DIR, hide_short_help = true)]
+    pub vendor_config_dir: PathBuf,
+
+    /// Runtime overrides, read after DIR (for packaging and tests)
+    #[arg(long, global = true, value_name = "DIR", default_value = layers::RUNTIME_DIR, hide_short_help = true)]
+    pub runtime_config_dir: PathBuf,
+
+    /// More log output (-v debug, -vv trace); VESPA_AGENT_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less log output (-q warnings, -qq errors only)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: reconcile passes on a timer and on SIGHUP, HTTP endpoints, systemd
+    /// notifications
+    Run,
+    /// Check the configuration and print it merged, each value with the file and line it came
+    /// from (exit 78 if it is invalid)
+    CheckConfig,
+    /// Show what the agent did last and what the running daemon is doing (exit 3 if the daemon
+    /// is not running)
+    Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the version and the git revision it was built from
+    Version,
+}
+
+fn version_line() -> &'static str {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (revision ",
+        env!("VESPA_AGENT_GIT_REVISION"),
+        ")"
+    )
+}
+
+impl Cli {
+    pub fn layout(&self) -> Layout {
+        Layout {
+            vendor_dir: self.vendor_config_dir.clone(),
+            config_dir: self.config_dir.clone(),
+            runtime_dir: self.runtime_config_dir.clone(),
+        }
+    }
+
+    pub fn verbosity(&self) -> i8 {
+        self.verbose.min(5) as i8 - self.quiet.min(5) as i8
+    }
+}
+
+/// Runs the chosen command and returns its exit code; errors carry their own (see [`exit`]).
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let layout = cli.layout();
+    match cli.command {
+        Command::Version => {
+            println!("vespa-agent {}", version_line());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig => {
+            let settings = config::load(&layout)?;
+            print!("{}", config::render::render(&settings));
+            eprintln!("configuration is valid");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let settings = config::load(&layout)?;
+            status::show(&settings, json)
+        }
+        Command::Run => {
+            let settings = config::load(&layout)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let result = rt.block_on(crate::daemon::run(layout, settings));
+            // Blocking tasks still running after the stop are abandoned, not awaited.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            result.map(|()| ExitCode::from(exit::OK))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

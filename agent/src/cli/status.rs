@@ -1,0 +1,151 @@
+//! `vespa-agent status`: what the state store remembers, and what the running daemon reports on
+//! its `/status` endpoint. Each half is shown even when the other is unavailable.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::json;
+
+use crate::config::Settings;
+use crate::runtime::StatusReport;
+use crate::state::{PassRecord, StateReader};
+
+/// LSB's "program is not running", as `systemctl status` uses it.
+const NOT_RUNNING: u8 = 3;
+
+/// Where to reach the daemon: a wildcard listen address is reached on loopback.
+fn local_addr(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), listen.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), listen.port())
+        }
+        _ => listen,
+    }
+}
+
+fn fetch_daemon(settings: &Settings) -> Result<StatusReport, String> {
+    let url = format!("http://{}/status", local_addr(settings.http_listen));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let resp = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {}", crate::error_chain(&e)))?;
+        resp.json::<StatusReport>()
+            .await
+            .map_err(|e| format!("{url}: unexpected answer: {e}"))
+    })
+}
+
+fn when(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn describe_pass(p: &PassRecord) -> String {
+    let outcome = p
+        .outcome
+        .map_or("running".to_owned(), |o| format!("{o:?}").to_lowercase());
+    let took = p
+        .duration()
+        .map(|d| format!(", took {:.1} s", d.as_secs_f64()))
+        .unwrap_or_default();
+    format!(
+        "#{} {outcome} ({}) at {}{took}",
+        p.id,
+        p.trigger,
+        when(p.started_ms)
+    )
+}
+
+pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
+    let daemon = fetch_daemon(settings);
+    let store = StateReader::open(&settings.state_dir);
+    let (last, last_success, store_error) = match &store {
+        Ok(Some(r)) => (r.last_pass()?, r.last_success()?, None),
+        Ok(None) => (
+            None,
+            None,
+            Some("no state store yet: the agent has not run on this node".to_owned()),
+        ),
+        Err(e) => (None, None, Some(e.to_string())),
+    };
+    let code = if daemon.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NOT_RUNNING)
+    };
+
+    if as_json {
+        let out = json!({
+            "daemon": daemon.as_ref().ok(),
+            "daemon_error": daemon.as_ref().err(),
+            "state_dir": settings.state_dir,
+            "last_pass": last,
+            "last_success": last_success,
+            "state_error": store_error,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(code);
+    }
+
+    println!("vespa-agent {}", env!("CARGO_PKG_VERSION"));
+    match &daemon {
+        Ok(d) => {
+            let up = humantime::format_duration(Duration::from_secs(d.uptime_seconds as u64));
+            let ready = if d.ready { "ready" } else { "not ready" };
+            println!("daemon:       running, pid {}, up {up}, {ready}", d.pid);
+            println!("activity:     {}", d.activity);
+            if let Some(e) = &d.dachs_error {
+                println!("dachs:        {} FAILING: {e}", d.dachs_url);
+            } else {
+                println!("dachs:        {}", d.dachs_url);
+            }
+            if let Some(e) = &d.last_reload_error {
+                println!(
+                    "config:       last reload REJECTED (previous configuration in force): {e}"
+                );
+            }
+            if !d.restart_needed_for.is_empty() {
+                println!(
+                    "config:       restart needed for {}",
+                    d.restart_needed_for.join(", ")
+                );
+            }
+        }
+        Err(e) => println!("daemon:       not running ({e})"),
+    }
+    println!(
+        "state:        {}",
+        crate::state::db_path(&settings.state_dir).display()
+    );
+    if let Some(e) = &store_error {
+        println!("              {e}");
+    }
+    match &last {
+        Some(p) => {
+            println!("last pass:    {}", describe_pass(p));
+            if let (Some(stage), Some(err)) = (&p.stage, &p.error) {
+                println!("last error:   stage {stage}: {err}");
+            }
+        }
+        None if store_error.is_none() => println!("last pass:    none yet"),
+        None => {}
+    }
+    if let Some(p) = last_success.filter(|s| Some(s.id) != last.as_ref().map(|l| l.id)) {
+        println!("last success: {}", describe_pass(&p));
+    }
+    Ok(code)
+}

@@ -1,0 +1,540 @@
+//! The agent's configuration, in three stages (after coreos/zincati):
+//! [`fragments`] (one file as written) -> [`Merged`] (every key's winning value and the file and
+//! line it came from) -> [`Settings`] (typed, range-checked, secrets resolved and checked).
+//!
+//! A configuration is accepted whole or not at all: a reload that fails any check leaves the
+//! running settings untouched.
+
+pub mod error;
+pub mod fragments;
+pub mod layers;
+pub mod render;
+pub mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::{ConfigError, Location};
+pub use layers::Layout;
+pub use secret::{Secret, SecretFile};
+
+use fragments::Fragment;
+use toml::Spanned;
+
+/// Where a value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The built-in default.
+    Default,
+    File(Arc<Location>),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File(loc) => write!(f, "{}:{}", loc.path.display(), loc.line),
+        }
+    }
+}
+
+/// A value and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+/// One key the configuration understands.
+pub struct KeySpec {
+    pub key: &'static str,
+    /// `None`: unset unless a file sets it.
+    pub default: Option<&'static str>,
+    /// The value names a file holding a secret.
+    pub secret: bool,
+    pub help: &'static str,
+}
+
+/// Every key, in the order `check-config` prints them. The man page vespa-agent.toml(5)
+/// documents the same list.
+pub const KEYS: &[KeySpec] = &[
+    KeySpec {
+        key: "agent.state-dir",
+        default: Some("/var/lib/vespa-agent"),
+        secret: false,
+        help: "state store (state.db) and revisions",
+    },
+    KeySpec {
+        key: "http.listen",
+        default: Some("127.0.0.1:9471"),
+        secret: false,
+        help: "address of /metrics, /healthz, /readyz, /status",
+    },
+    KeySpec {
+        key: "reconcile.interval",
+        default: Some("5m"),
+        secret: false,
+        help: "time between two reconcile passes (10s to 1d)",
+    },
+    KeySpec {
+        key: "reconcile.jitter",
+        default: Some("30s"),
+        secret: false,
+        help: "random extra delay added to each interval (0 to interval)",
+    },
+    KeySpec {
+        key: "reconcile.stall-timeout",
+        default: Some("15m"),
+        secret: false,
+        help: "a loop silent for longer is stuck: /healthz fails, the watchdog is not fed",
+    },
+    KeySpec {
+        key: "reconcile.shutdown-timeout",
+        default: Some("30s"),
+        secret: false,
+        help: "how long a stop waits for a pass to reach a safe point (1s to 10m)",
+    },
+    KeySpec {
+        key: "dachs.bin",
+        default: Some("/usr/bin/dachs"),
+        secret: false,
+        help: "the dachs command",
+    },
+    KeySpec {
+        key: "dachs.user",
+        default: Some("dachsroot"),
+        secret: false,
+        help: "the DaCHS admin account that dachs commands run as",
+    },
+    KeySpec {
+        key: "dachs.inputs-dir",
+        default: Some("/var/gavo/inputs"),
+        secret: false,
+        help: "DaCHS's inputs directory (one folder per resource)",
+    },
+    KeySpec {
+        key: "dachs.gavo-rc",
+        default: Some("/etc/gavo.rc"),
+        secret: false,
+        help: "DaCHS's configuration file",
+    },
+    KeySpec {
+        key: "dachs.url",
+        default: Some("http://127.0.0.1:8080"),
+        secret: false,
+        help: "where the local DaCHS server answers (its TAP service is <url>/tap)",
+    },
+    KeySpec {
+        key: "dachs.query-timeout",
+        default: Some("30s"),
+        secret: false,
+        help: "time limit of one health-check query (1s to 10m)",
+    },
+    KeySpec {
+        key: "source.url",
+        default: None,
+        secret: false,
+        help: "the service repository (https://, file:// or an absolute path); no token in it",
+    },
+    KeySpec {
+        key: "source.branch",
+        default: Some("main"),
+        secret: false,
+        help: "the branch of the service repository to follow",
+    },
+    KeySpec {
+        key: "source.token-file",
+        default: None,
+        secret: true,
+        help: "GitLab deploy or project access token (a path or a credential name)",
+    },
+    KeySpec {
+        key: "source.webhook-secret-file",
+        default: None,
+        secret: true,
+        help: "secret GitLab sends in X-Gitlab-Token (a path or a credential name)",
+    },
+];
+
+/// Every key's winning value as written (a string), with its origin. Keys no file sets and that
+/// have no default are absent.
+#[derive(Clone, Debug, Default)]
+pub struct Merged {
+    values: BTreeMap<&'static str, Sourced<String>>,
+    /// The files read, lowest priority first.
+    pub files: Vec<PathBuf>,
+}
+
+impl Merged {
+    pub fn get(&self, key: &str) -> Option<&Sourced<String>> {
+        self.values.get(key)
+    }
+}
+
+/// The validated settings the agent runs with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub http_listen: SocketAddr,
+    pub reconcile: ReconcileSettings,
+    pub dachs: DachsSettings,
+    pub source: SourceSettings,
+    /// What was merged, for `check-config` and `/status`.
+    pub merged: Merged,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconcileSettings {
+    pub interval: Duration,
+    pub jitter: Duration,
+    pub stall_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DachsSettings {
+    pub bin: PathBuf,
+    pub user: String,
+    pub inputs_dir: PathBuf,
+    pub gavo_rc: PathBuf,
+    /// Without a trailing slash.
+    pub url: String,
+    pub query_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceSettings {
+    pub url: Option<String>,
+    pub branch: String,
+    pub token_file: Option<SecretFile>,
+    pub webhook_secret_file: Option<SecretFile>,
+}
+
+/// Reads, merges and validates the configuration of `layout`. Secret names are looked up in
+/// `$CREDENTIALS_DIRECTORY` when it is set.
+pub fn load(layout: &Layout) -> Result<Settings, ConfigError> {
+    let credentials = std::env::var_os(secret::CREDENTIALS_ENV).map(PathBuf::from);
+    load_with(layout, credentials.as_deref())
+}
+
+pub fn load_with(layout: &Layout, credentials: Option<&Path>) -> Result<Settings, ConfigError> {
+    let merged = merge_files(&layout.files()?)?;
+    Settings::from_merged(merged, credentials)
+}
+
+/// Reads the files in order; a later file's value for a key replaces an earlier one.
+pub fn merge_files(files: &[PathBuf]) -> Result<Merged, ConfigError> {
+    let mut merged = Merged {
+        files: files.to_vec(),
+        ..Merged::default()
+    };
+    for spec in KEYS {
+        if let Some(default) = spec.default {
+            merged.values.insert(
+                spec.key,
+                Sourced {
+                    value: default.to_owned(),
+                    origin: Origin::Default,
+                },
+            );
+        }
+    }
+    for path in files {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        for (key, value) in flatten(parse_fragment(path, &text)?) {
+            let location = Location::from_offset(path.clone(), &text, value.span().start);
+            merged.values.insert(
+                key,
+                Sourced {
+                    value: value.into_inner(),
+                    origin: Origin::File(Arc::new(location)),
+                },
+            );
+        }
+    }
+    Ok(merged)
+}
+
+fn parse_fragment(path: &Path, text: &str) -> Result<Fragment, ConfigError> {
+    let at = |span: Option<std::ops::Range<usize>>| {
+        Location::from_offset(path.to_owned(), text, span.map_or(0, |s| s.start))
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Invalid {
+        location: at(e.span()),
+        key: None,
+        message: e.message().to_owned(),
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "");
+        ConfigError::Invalid {
+            location: at(e.inner().span()),
+            message: describe(&key, e.inner().message()),
+            key: Some(key),
+        }
+    })
+}
+
+/// Rewrites serde's message for an operator, and never repeats a string value: a string in the
+/// wrong place may be a secret written inline.
+fn describe(key: &str, message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let last = key.rsplit('.').next().unwrap_or(key);
+        let mut msg = format!(
+            "unknown key; {}",
+            rest.replace("expected", "known keys here are")
+        );
+        if ["token", "password", "secret", "webhook-secret", "passwd"].contains(&last) {
+            msg.push_str(&format!(
+                ". Secrets are never written inline: put it in a file readable only by its \
+                 owner (mode 0600) and name that file with `{last}-file`"
+            ));
+        }
+        return msg;
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        let found = rest.split([' ', ',']).next().unwrap_or("value");
+        if let Some(i) = rest.find("expected ") {
+            return format!("wrong type: {}, found {found}", &rest[i..]);
+        }
+    }
+    message.to_owned()
+}
+
+/// The fragment's keys and values, in the order of [`KEYS`].
+fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
+    let mut out = Vec::new();
+    let mut put = |key: &'static str, v: Option<Spanned<String>>| {
+        if let Some(v) = v {
+            out.push((key, v));
+        }
+    };
+    if let Some(a) = f.agent {
+        put("agent.state-dir", a.state_dir);
+    }
+    if let Some(h) = f.http {
+        put("http.listen", h.listen);
+    }
+    if let Some(r) = f.reconcile {
+        put("reconcile.interval", r.interval);
+        put("reconcile.jitter", r.jitter);
+        put("reconcile.stall-timeout", r.stall_timeout);
+        put("reconcile.shutdown-timeout", r.shutdown_timeout);
+    }
+    if let Some(d) = f.dachs {
+        put("dachs.bin", d.bin);
+        put("dachs.user", d.user);
+        put("dachs.inputs-dir", d.inputs_dir);
+        put("dachs.gavo-rc", d.gavo_rc);
+        put("dachs.url", d.url);
+        put("dachs.query-timeout", d.query_timeout);
+    }
+    if let Some(s) = f.source {
+        put("source.url", s.url);
+        put("source.branch", s.branch);
+        put("source.token-file", s.token_file);
+        put("source.webhook-secret-file", s.webhook_secret_file);
+    }
+    out
+}
+
+/// Turns merged strings into typed values, with errors located at the value's origin.
+struct Checker<'a> {
+    merged: &'a Merged,
+}
+
+impl Checker<'_> {
+    fn raw(&self, key: &'static str) -> Option<&Sourced<String>> {
+        self.merged.get(key)
+    }
+
+    fn fail(&self, key: &str, message: String) -> ConfigError {
+        match self.merged.get(key).map(|s| &s.origin) {
+            Some(Origin::File(loc)) => ConfigError::Invalid {
+                location: (**loc).clone(),
+                key: Some(key.to_owned()),
+                message,
+            },
+            _ => ConfigError::Unlocated {
+                key: key.to_owned(),
+                message,
+            },
+        }
+    }
+
+    fn required(&self, key: &'static str) -> Result<&str, ConfigError> {
+        self.raw(key)
+            .map(|s| s.value.as_str())
+            .ok_or_else(|| self.fail(key, "must be set".into()))
+    }
+
+    fn parse<T>(
+        &self,
+        key: &'static str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        f(self.required(key)?).map_err(|m| self.fail(key, m))
+    }
+
+    fn optional<T>(
+        &self,
+        key: &'static str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(s) => f(&s.value).map(Some).map_err(|m| self.fail(key, m)),
+        }
+    }
+
+    fn duration(
+        &self,
+        key: &'static str,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        self.parse(key, |v| duration_in(v, min, max))
+    }
+}
+
+fn duration_in(v: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(v)
+        .map_err(|e| format!("`{v}` is not a duration like \"30s\" or \"5m\" ({e})"))?;
+    if d < min || d > max {
+        return Err(format!(
+            "{v} is out of range: must be between {} and {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn absolute_path(v: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(v);
+    if !p.is_absolute() {
+        return Err(format!("`{v}` must be an absolute path"));
+    }
+    Ok(p)
+}
+
+fn http_url(v: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(v).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http:// or https:// URL".into());
+    }
+    Ok(v.trim_end_matches('/').to_owned())
+}
+
+/// The repository URL may be logged and shown in `/status`, so it must not carry credentials.
+/// The value is not repeated in the message, since it may hold a token.
+fn repository_url(v: &str) -> Result<String, String> {
+    if Path::new(v).is_absolute() {
+        return Ok(v.to_owned());
+    }
+    let url = reqwest::Url::parse(v)
+        .map_err(|_| "not a URL: use https://..., file://... or an absolute path".to_string())?;
+    if !matches!(url.scheme(), "http" | "https" | "file") {
+        return Err(format!(
+            "unsupported scheme `{}`: use https://, http://, file:// or an absolute path",
+            url.scheme()
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "credentials in the URL are refused: put the token in a file and name \
+                    it with source.token-file"
+                .into(),
+        );
+    }
+    Ok(v.to_owned())
+}
+
+fn branch_name(v: &str) -> Result<String, String> {
+    let bad = v.is_empty()
+        || v.starts_with('-')
+        || v.starts_with('/')
+        || v.ends_with('/')
+        || v.ends_with(".lock")
+        || v.contains("..")
+        || v.contains("@{")
+        || v.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
+    if bad {
+        return Err(format!("`{v}` is not a valid git branch name"));
+    }
+    Ok(v.to_owned())
+}
+
+fn unix_user(v: &str) -> Result<String, String> {
+    let mut chars = v.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && v.len() <= 32;
+    if !ok {
+        return Err(format!("`{v}` is not a valid user name"));
+    }
+    Ok(v.to_owned())
+}
+
+impl Settings {
+    pub fn from_merged(
+        merged: Merged,
+        credentials: Option<&Path>,
+    ) -> Result<Settings, ConfigError> {
+        const SECOND: Duration = Duration::from_secs(1);
+        const DAY: Duration = Duration::from_secs(86_400);
+        let c = Checker { merged: &merged };
+        let secret = |v: &str| {
+            let file = SecretFile::resolve(v, credentials)?;
+            file.check()?;
+            Ok(file)
+        };
+
+        let interval = c.duration("reconcile.interval", 10 * SECOND, DAY)?;
+        let reconcile = ReconcileSettings {
+            interval,
+            jitter: c.duration("reconcile.jitter", Duration::ZERO, interval)?,
+            stall_timeout: c.duration("reconcile.stall-timeout", SECOND, DAY)?,
+            shutdown_timeout: c.duration("reconcile.shutdown-timeout", SECOND, 600 * SECOND)?,
+        };
+        let dachs = DachsSettings {
+            bin: c.parse("dachs.bin", absolute_path)?,
+            user: c.parse("dachs.user", unix_user)?,
+            inputs_dir: c.parse("dachs.inputs-dir", absolute_path)?,
+            gavo_rc: c.parse("dachs.gavo-rc", absolute_path)?,
+            url: c.parse("dachs.url", http_url)?,
+            query_timeout: c.duration("dachs.query-timeout", SECOND, 600 * SECOND)?,
+        };
+        let source = SourceSettings {
+            url: c.optional("source.url", repository_url)?,
+            branch: c.parse("source.branch", branch_name)?,
+            token_file: c.optional("source.token-file", secret)?,
+            webhook_secret_file: c.optional("source.webhook-secret-file", secret)?,
+        };
+        let settings = Settings {
+            state_dir: c.parse("agent.state-dir", absolute_path)?,
+            http_listen: c.parse("http.listen", |v| {
+                v.parse::<SocketAddr>().map_err(|_| {
+                    format!("`{v}` is not an address like \"127.0.0.1:9471\" or \"[::]:9471\"")
+                })
+            })?,
+            reconcile,
+            dachs,
+            source,
+            merged: Merged::default(),
+        };
+        Ok(Settings { merged, ..settings })
+    }
+}
+
+#[cfg(test)]
+mod tests;

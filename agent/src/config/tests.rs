@@ -1,0 +1,281 @@
+use super::*;
+use std::os::unix::fs::PermissionsExt;
+
+struct Dir {
+    t: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        Dir {
+            t: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn layout(&self) -> Layout {
+        Layout {
+            vendor_dir: self.t.path().join("usr/agent.d"),
+            config_dir: self.t.path().join("etc"),
+            runtime_dir: self.t.path().join("run/agent.d"),
+        }
+    }
+    fn write(&self, rel: &str, body: &str) -> PathBuf {
+        let p = self.t.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+    fn secret(&self, rel: &str, mode: u32) -> PathBuf {
+        let p = self.write(rel, "glpat-very-secret-token\n");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+    fn load(&self) -> Result<Settings, ConfigError> {
+        load_with(&self.layout(), None)
+    }
+    fn error(&self) -> String {
+        self.load().unwrap_err().to_string()
+    }
+}
+
+#[test]
+fn defaults_alone_are_valid() {
+    let d = Dir::new();
+    let s = d.load().unwrap();
+    assert_eq!(s.state_dir, Path::new("/var/lib/vespa-agent"));
+    assert_eq!(s.http_listen.to_string(), "127.0.0.1:9471");
+    assert_eq!(s.reconcile.interval, Duration::from_secs(300));
+    assert_eq!(s.dachs.user, "dachsroot");
+    assert_eq!(s.source.url, None);
+}
+
+#[test]
+fn later_layers_win_key_by_key_and_origins_are_kept() {
+    let d = Dir::new();
+    d.write(
+        "usr/agent.d/10-defaults.toml",
+        "[reconcile]\ninterval = \"1h\"\njitter = \"1m\"\n",
+    );
+    d.write("etc/agent.toml", "[reconcile]\ninterval = \"10m\"\n");
+    d.write(
+        "etc/agent.d/50-http.toml",
+        "[http]\nlisten = \"0.0.0.0:9000\"\n",
+    );
+    let run = d.write(
+        "run/agent.d/90-x.toml",
+        "\n\n[reconcile]\n\ninterval = \"20m\"\n",
+    );
+    let s = d.load().unwrap();
+    assert_eq!(s.reconcile.interval, Duration::from_secs(1200));
+    assert_eq!(s.reconcile.jitter, Duration::from_secs(60));
+    assert_eq!(s.http_listen.to_string(), "0.0.0.0:9000");
+    let origin = &s.merged.get("reconcile.interval").unwrap().origin;
+    assert_eq!(origin.to_string(), format!("{}:5", run.display()));
+    assert_eq!(s.merged.files.len(), 4);
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let d = Dir::new();
+    let f = d.write(
+        "etc/agent.d/50-bad.toml",
+        "[http]\nlisten = \"127.0.0.1:1\"\nlistne = \"x\"\n",
+    );
+    let e = d.error();
+    assert!(
+        e.starts_with(&format!(
+            "{}:3:1: key `http.listne`: unknown key",
+            f.display()
+        )),
+        "{e}"
+    );
+    assert!(e.contains("listen"), "{e}");
+}
+
+#[test]
+fn unknown_section_is_an_error() {
+    let d = Dir::new();
+    d.write("etc/agent.toml", "[htpp]\nlisten = \"x\"\n");
+    let e = d.error();
+    assert!(e.contains(":1:2: key `htpp`: unknown key"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_key_and_never_echoes_a_string() {
+    let d = Dir::new();
+    d.write("etc/agent.toml", "[agent]\nstate-dir = 5\n");
+    let e = d.error();
+    assert!(
+        e.contains(":2:13: key `agent.state-dir`: wrong type: expected a string, found integer"),
+        "{e}"
+    );
+
+    let d = Dir::new();
+    d.write("etc/agent.toml", "source = \"glpat-inline-secret\"\n");
+    let e = d.error();
+    assert!(e.contains("key `source`"), "{e}");
+    assert!(!e.contains("glpat"), "{e}");
+}
+
+#[test]
+fn inline_secret_is_refused_with_a_hint() {
+    let d = Dir::new();
+    d.write(
+        "etc/agent.toml",
+        "[source]\ntoken = \"glpat-inline-secret\"\n",
+    );
+    let e = d.error();
+    assert!(e.contains("key `source.token`: unknown key"), "{e}");
+    assert!(e.contains("token-file"), "{e}");
+    assert!(!e.contains("glpat"), "{e}");
+}
+
+#[test]
+fn syntax_error_names_file_and_line() {
+    let d = Dir::new();
+    let f = d.write("etc/agent.d/10.toml", "[http]\nlisten = \"127.0.0.1:1\n");
+    let e = d.error();
+    assert!(e.starts_with(&format!("{}:2:", f.display())), "{e}");
+}
+
+#[test]
+fn out_of_range_values_name_their_line() {
+    for (body, key, needle) in [
+        (
+            "[reconcile]\ninterval = \"1s\"\n",
+            "reconcile.interval",
+            "out of range",
+        ),
+        (
+            "[reconcile]\ninterval = \"2d\"\n",
+            "reconcile.interval",
+            "out of range",
+        ),
+        (
+            "[reconcile]\ninterval = \"soon\"\n",
+            "reconcile.interval",
+            "not a duration",
+        ),
+        (
+            "[reconcile]\ninterval = \"1m\"\njitter = \"2m\"\n",
+            "reconcile.jitter",
+            "out of range",
+        ),
+        (
+            "[reconcile]\nshutdown-timeout = \"0s\"\n",
+            "reconcile.shutdown-timeout",
+            "out of range",
+        ),
+        (
+            "[http]\nlisten = \"localhost\"\n",
+            "http.listen",
+            "not an address",
+        ),
+        (
+            "[agent]\nstate-dir = \"var/lib\"\n",
+            "agent.state-dir",
+            "absolute path",
+        ),
+        (
+            "[dachs]\nuser = \"Root User\"\n",
+            "dachs.user",
+            "not a valid user name",
+        ),
+        ("[dachs]\nurl = \"ftp://x\"\n", "dachs.url", "http"),
+        (
+            "[source]\nbranch = \"a..b\"\n",
+            "source.branch",
+            "not a valid git branch",
+        ),
+        (
+            "[source]\nurl = \"gopher://x/y\"\n",
+            "source.url",
+            "unsupported scheme",
+        ),
+    ] {
+        let d = Dir::new();
+        d.write("etc/agent.toml", body);
+        let e = d.error();
+        let line = body.lines().count();
+        assert!(e.contains(&format!("agent.toml:{line}:")), "{body}: {e}");
+        assert!(e.contains(&format!("key `{key}`")), "{body}: {e}");
+        assert!(e.contains(needle), "{body}: {e}");
+    }
+}
+
+#[test]
+fn token_in_repository_url_is_refused_without_echoing_it() {
+    let d = Dir::new();
+    d.write(
+        "etc/agent.toml",
+        "[source]\nurl = \"https://oauth2:glpat-xyz@gitlab.example/a.git\"\n",
+    );
+    let e = d.error();
+    assert!(e.contains("source.token-file"), "{e}");
+    assert!(!e.contains("glpat"), "{e}");
+}
+
+#[test]
+fn secret_files_must_be_private() {
+    let d = Dir::new();
+    let tok = d.secret("etc/token", 0o644);
+    d.write(
+        "etc/agent.toml",
+        &format!("[source]\ntoken-file = \"{}\"\n", tok.display()),
+    );
+    let e = d.error();
+    assert!(
+        e.contains("agent.toml:2:") && e.contains("key `source.token-file`"),
+        "{e}"
+    );
+    assert!(e.contains("chmod 0600"), "{e}");
+    assert!(!e.contains("glpat"), "{e}");
+
+    std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let s = d.load().unwrap();
+    assert_eq!(s.source.token_file.unwrap().path, tok);
+}
+
+#[test]
+fn credential_names_resolve_in_the_credentials_directory() {
+    let d = Dir::new();
+    d.secret("creds/webhook", 0o400);
+    d.write(
+        "etc/agent.toml",
+        "[source]\nwebhook-secret-file = \"webhook\"\n",
+    );
+    assert!(d.error().contains("CREDENTIALS_DIRECTORY"));
+    let creds = d.t.path().join("creds");
+    let s = load_with(&d.layout(), Some(&creds)).unwrap();
+    assert_eq!(
+        s.source.webhook_secret_file.unwrap().path,
+        creds.join("webhook")
+    );
+}
+
+#[test]
+fn render_is_valid_toml_with_origins_and_no_secret_contents() {
+    let d = Dir::new();
+    let tok = d.secret("etc/token", 0o600);
+    d.write(
+        "etc/agent.toml",
+        &format!(
+            "[source]\nurl = \"file:///srv/repo\"\ntoken-file = \"{}\"\n",
+            tok.display()
+        ),
+    );
+    let s = d.load().unwrap();
+    let out = render::render(&s);
+    assert!(!out.contains("glpat"), "{out}");
+    assert!(out.contains("agent.toml:2"), "{out}");
+    assert!(
+        out.contains("state-dir = \"/var/lib/vespa-agent\"  # default"),
+        "{out}"
+    );
+    assert!(out.contains("secret file"), "{out}");
+    // Printed output parses as a configuration again and gives the same settings.
+    let again = d.write("again/agent.toml", &out);
+    let merged = merge_files(&[again]).unwrap();
+    let s2 = Settings::from_merged(merged, None).unwrap();
+    assert_eq!(s2.source, s.source);
+    assert_eq!(s2.reconcile, s.reconcile);
+}

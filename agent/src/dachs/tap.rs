@@ -1,0 +1,101 @@
+//! The local DaCHS TAP service: synchronous ADQL queries whose answer is trusted only if the
+//! VOTable says `QUERY_STATUS` OK (DaCHS answers a failed query with HTTP 200).
+
+use std::time::Duration;
+
+use super::votable::{self, Answer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("TAP service {url} did not answer: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("TAP service {url} answered HTTP {status}")]
+    HttpStatus { url: String, status: u16 },
+    #[error("TAP service {url}: {source}")]
+    Votable {
+        url: String,
+        source: votable::VotableError,
+    },
+    #[error("TAP query failed: {status}: {message}")]
+    Query { status: String, message: String },
+}
+
+impl TapError {
+    /// A small fixed set, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TapError::Unreachable { .. } => "unreachable",
+            TapError::HttpStatus { .. } => "http",
+            TapError::Votable { .. } => "bad_answer",
+            TapError::Query { .. } => "query",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TapClient {
+    http: reqwest::Client,
+    sync_url: String,
+}
+
+impl TapClient {
+    /// `base` is DaCHS's root URL (`dachs.url`); the TAP service is `<base>/tap`.
+    pub fn new(base: &str, timeout: Duration) -> TapClient {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("vespa-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a client with only timeouts set always builds");
+        TapClient {
+            http,
+            sync_url: format!("{base}/tap/sync"),
+        }
+    }
+
+    pub fn sync_url(&self) -> &str {
+        &self.sync_url
+    }
+
+    /// Runs one ADQL query and returns its rows as text.
+    pub async fn query(&self, adql: &str) -> Result<Answer, TapError> {
+        let url = || self.sync_url.clone();
+        let resp = self
+            .http
+            .post(&self.sync_url)
+            .form(&[
+                ("REQUEST", "doQuery"),
+                ("LANG", "ADQL"),
+                ("RESPONSEFORMAT", "votable/td"),
+                ("QUERY", adql),
+            ])
+            .send()
+            .await
+            .map_err(|e| TapError::Unreachable {
+                url: url(),
+                reason: crate::error_chain(&e),
+            })?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| TapError::Unreachable {
+            url: url(),
+            reason: crate::error_chain(&e),
+        })?;
+        let answer = votable::parse(&body).map_err(|source| {
+            if status.is_success() {
+                TapError::Votable { url: url(), source }
+            } else {
+                TapError::HttpStatus {
+                    url: url(),
+                    status: status.as_u16(),
+                }
+            }
+        })?;
+        match answer.status.as_deref() {
+            Some("OK" | "OVERFLOW") => Ok(answer),
+            other => Err(TapError::Query {
+                status: other.unwrap_or("no QUERY_STATUS").to_owned(),
+                message: answer.message,
+            }),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Reading the VOTable that DaCHS's TAP service answers with, as far as the agent needs it:
+//! the `QUERY_STATUS` INFO (DaCHS reports a failed query with HTTP 200, so the status is the
+//! only truth) and the cells of a TABLEDATA table.
+
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
+
+/// What a TAP answer says.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// `OK`, `ERROR` or `OVERFLOW` (the rows were cut at MAXREC, still a success).
+    pub status: Option<String>,
+    /// The text of the QUERY_STATUS INFO: DaCHS puts the error message there.
+    pub message: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("not a readable VOTable: {0}")]
+pub struct VotableError(pub String);
+
+fn attr(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.local_name().as_ref() == name)
+        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+}
+
+pub fn parse(xml: &str) -> Result<Answer, VotableError> {
+    let mut reader = Reader::from_str(xml);
+    let mut answer = Answer::default();
+    let mut in_status = false;
+    let mut cell: Option<String> = None;
+    let mut row: Option<Vec<String>> = None;
+    let mut saw_votable = false;
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| VotableError(format!("at byte {}: {e}", reader.buffer_position())))?;
+        match event {
+            Event::Start(e) | Event::Empty(e) if e.local_name().as_ref() == b"VOTABLE" => {
+                saw_votable = true;
+            }
+            Event::Start(e) => match e.local_name().as_ref() {
+                b"INFO" if attr(&e, b"name").as_deref() == Some("QUERY_STATUS") => {
+                    // A trailing OVERFLOW INFO follows the first status; the first one decides.
+                    if answer.status.is_none() {
+                        answer.status = attr(&e, b"value");
+                        in_status = true;
+                    }
+                }
+                b"FIELD" => answer.columns.push(attr(&e, b"name").unwrap_or_default()),
+                b"TR" => row = Some(Vec::new()),
+                b"TD" => cell = Some(String::new()),
+                _ => {}
+            },
+            Event::Empty(e) => match e.local_name().as_ref() {
+                b"INFO" if attr(&e, b"name").as_deref() == Some("QUERY_STATUS") => {
+                    if answer.status.is_none() {
+                        answer.status = attr(&e, b"value");
+                    }
+                }
+                b"FIELD" => answer.columns.push(attr(&e, b"name").unwrap_or_default()),
+                b"TD" => {
+                    if let Some(r) = row.as_mut() {
+                        r.push(String::new());
+                    }
+                }
+                _ => {}
+            },
+            Event::Text(t) => {
+                let text = t
+                    .xml_content()
+                    .map_err(|e| VotableError(format!("bad text: {e}")))?;
+                if in_status {
+                    answer.message.push_str(&text);
+                } else if let Some(c) = cell.as_mut() {
+                    c.push_str(&text);
+                }
+            }
+            Event::GeneralRef(r) => {
+                let resolved = match r.resolve_char_ref() {
+                    Ok(Some(c)) => c.to_string(),
+                    _ => match &*r {
+                        b"lt" => "<",
+                        b"gt" => ">",
+                        b"amp" => "&",
+                        b"quot" => "\"",
+                        b"apos" => "'",
+                        _ => "",
+                    }
+                    .to_owned(),
+                };
+                if in_status {
+                    answer.message.push_str(&resolved);
+                } else if let Some(c) = cell.as_mut() {
+                    c.push_str(&resolved);
+                }
+            }
+            Event::End(e) => match e.local_name().as_ref() {
+                b"INFO" => in_status = false,
+                b"TD" => {
+                    if let (Some(c), Some(r)) = (cell.take(), row.as_mut()) {
+                        r.push(c);
+                    }
+                }
+                b"TR" => {
+                    if let Some(r) = row.take() {
+                        answer.rows.push(r);
+                    }
+                }
+                _ => {}
+            },
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !saw_votable {
+        return Err(VotableError("no VOTABLE element".into()));
+    }
+    answer.message = answer.message.trim().to_owned();
+    Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"<?xml version='1.0' encoding='utf-8'?>
+<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE type="results">
+<INFO name="QUERY_STATUS" value="OK">Query successful</INFO>
+<TABLE name="tables"><FIELD ID="n" datatype="int" name="n"/><FIELD name="s" datatype="char" arraysize="*"/>
+<DATA><TABLEDATA><TR><TD>6</TD><TD>a &amp; b</TD></TR><TR><TD>7</TD><TD/></TR></TABLEDATA></DATA></TABLE>
+<INFO name="QUERY_STATUS" value="OVERFLOW"/></RESOURCE></VOTABLE>"#;
+
+    #[test]
+    fn reads_status_columns_and_rows() {
+        let a = parse(OK).unwrap();
+        assert_eq!(a.status.as_deref(), Some("OK"));
+        assert_eq!(a.columns, ["n", "s"]);
+        assert_eq!(a.rows, [vec!["6", "a & b"], vec!["7", ""]]);
+    }
+
+    #[test]
+    fn reads_the_error_message() {
+        let x = r#"<VOTABLE><RESOURCE type="results"><INFO name="QUERY_STATUS" value="ERROR">Field query: Could not locate table 'nope.t'</INFO></RESOURCE></VOTABLE>"#;
+        let a = parse(x).unwrap();
+        assert_eq!(a.status.as_deref(), Some("ERROR"));
+        assert_eq!(a.message, "Field query: Could not locate table 'nope.t'");
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        for bad in [
+            "",
+            "<html>proxy error</html>",
+            "<VOTABLE><INFO",
+            "\u{0}\u{1}",
+            "<VOTABLE></RESOURCE>",
+        ] {
+            let r = parse(bad);
+            assert!(
+                r.is_err() || r.as_ref().unwrap().status.is_none(),
+                "{bad:?}: {r:?}"
+            );
+        }
+    }
+}

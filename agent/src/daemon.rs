@@ -1,0 +1,186 @@
+//! `vespa-agent run`: the supervisor. It opens the state store, binds the HTTP listener, starts
+//! the reconcile loop and the watchdog, tells systemd it is ready, and then turns signals into
+//! actions: SIGHUP reloads the configuration, SIGTERM and SIGINT stop in bounded time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Layout, Settings};
+use crate::http::{self, App};
+use crate::metrics::Metrics;
+use crate::reconcile::{Reconciler, Trigger, Triggers};
+use crate::runtime::Runtime;
+use crate::state::StateStore;
+use crate::systemd;
+
+/// Test hook: make every pass hang this long (a duration like "30s"), to prove the watchdog and
+/// /healthz notice a stuck loop. Documented in vespa-agent(8) under ENVIRONMENT.
+pub const DEBUG_STALL_ENV: &str = "VESPA_AGENT_DEBUG_STALL";
+
+pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
+    let debug_stall = match std::env::var(DEBUG_STALL_ENV) {
+        Ok(v) => Some(
+            humantime::parse_duration(&v)
+                .with_context(|| format!("{DEBUG_STALL_ENV}={v} is not a duration"))?,
+        ),
+        Err(_) => None,
+    };
+
+    let store = StateStore::open(&settings.state_dir)?;
+    let interrupted = store.close_interrupted()?;
+    if interrupted > 0 {
+        tracing::warn!(
+            passes = interrupted,
+            "the previous run stopped in the middle of a pass"
+        );
+    }
+    let listener = TcpListener::bind(settings.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", settings.http_listen))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        state = %store.path().display(),
+        "vespa-agent {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let metrics = Arc::new(Metrics::new());
+    let runtime = Arc::new(Runtime::new(
+        settings.reconcile.stall_timeout,
+        settings.merged.files.clone(),
+        settings.dachs.url.clone(),
+    ));
+    let shutdown = CancellationToken::new();
+    let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
+    let (triggers, trigger_rx) = Triggers::channel();
+
+    let http_task = tokio::spawn(http::serve(
+        listener,
+        App {
+            runtime: runtime.clone(),
+            metrics: metrics.clone(),
+        },
+        shutdown.clone(),
+    ));
+    let loop_task = tokio::spawn(
+        Reconciler {
+            store,
+            runtime: runtime.clone(),
+            metrics: metrics.clone(),
+            settings: settings_rx,
+            triggers: trigger_rx,
+            debug_stall,
+        }
+        .run(shutdown.clone()),
+    );
+    if let Some(period) = systemd::watchdog_period() {
+        tokio::spawn(feed_watchdog(runtime.clone(), period, shutdown.clone()));
+    }
+    systemd::ready(&runtime.activity());
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                reload(&layout, &settings_tx, &runtime, &metrics);
+                triggers.send(Trigger::Reload);
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+
+    tracing::info!("stopping");
+    systemd::stopping();
+    shutdown.cancel();
+    let limit = settings_tx.borrow().reconcile.shutdown_timeout;
+    let stopped = tokio::time::timeout(limit, async {
+        let _ = loop_task.await;
+        let _ = http_task.await;
+    })
+    .await;
+    if stopped.is_err() {
+        tracing::error!(
+            seconds = limit.as_secs(),
+            "work did not reach a safe point within reconcile.shutdown-timeout; exiting anyway \
+             (the pass is recorded as interrupted at the next start)"
+        );
+    }
+    Ok(())
+}
+
+/// Re-reads the configuration. A valid one replaces the settings for the next pass; an invalid
+/// one is logged and the running settings stay, whole.
+fn reload(
+    layout: &Layout,
+    settings_tx: &watch::Sender<Arc<Settings>>,
+    runtime: &Runtime,
+    metrics: &Metrics,
+) {
+    systemd::reloading();
+    let current = settings_tx.borrow().clone();
+    match config::load(layout) {
+        Ok(mut new) => {
+            // The listener and the state store are opened once; changing them takes a restart,
+            // so keep the running values and say so rather than half-apply.
+            let mut restart = Vec::new();
+            if new.http_listen != current.http_listen {
+                restart.push("http.listen".to_owned());
+                new.http_listen = current.http_listen;
+            }
+            if new.state_dir != current.state_dir {
+                restart.push("agent.state-dir".to_owned());
+                new.state_dir = current.state_dir.clone();
+            }
+            if !restart.is_empty() {
+                tracing::warn!(keys = ?restart, "these keys changed but take effect only after a restart");
+            }
+            runtime.set_stall_timeout(new.reconcile.stall_timeout);
+            runtime.config_reloaded(new.merged.files.clone(), new.dachs.url.clone(), restart);
+            tracing::info!(files = ?new.merged.files, "configuration reloaded");
+            settings_tx.send_replace(Arc::new(new));
+            metrics.reloads.with_label_values(&["success"]).inc();
+            metrics.last_reload_ok.set(1);
+        }
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                "configuration reload rejected; the previous configuration stays in force"
+            );
+            runtime.config_rejected(e.to_string());
+            metrics.reloads.with_label_values(&["failure"]).inc();
+            metrics.last_reload_ok.set(0);
+        }
+    }
+    systemd::ready(&runtime.activity());
+}
+
+/// Feeds systemd's watchdog only while the reconcile loop's heartbeat is fresh, so that a stuck
+/// loop (not merely a live process) gets the service restarted.
+async fn feed_watchdog(runtime: Arc<Runtime>, period: Duration, shutdown: CancellationToken) {
+    let mut starving = false;
+    loop {
+        if runtime.is_alive() {
+            systemd::watchdog();
+            starving = false;
+        } else if !starving {
+            tracing::error!(
+                heartbeat_age_seconds = runtime.heartbeat_age().as_secs(),
+                "the reconcile loop is stuck; no longer feeding the systemd watchdog"
+            );
+            starving = true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}

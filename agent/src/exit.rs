@@ -1,0 +1,37 @@
+//! Exit codes, after sysexits(3), so that systemd and scripts can tell failures apart. A
+//! configuration error is 78 (EX_CONFIG): the unit's `RestartPreventExitStatus=78` then stops a
+//! restart loop that could not succeed.
+
+use crate::config::ConfigError;
+use crate::state::StateError;
+
+pub const OK: u8 = 0;
+/// A failure without a more precise code (a failed pass of `sync`, for example).
+pub const FAILURE: u8 = 1;
+/// EX_DATAERR: the state store is damaged or from a newer version.
+pub const DATAERR: u8 = 65;
+/// EX_UNAVAILABLE: a service the agent needs (another agent holding the lock, the listen
+/// address) is not available.
+pub const UNAVAILABLE: u8 = 69;
+/// EX_IOERR: reading or writing local files failed.
+pub const IOERR: u8 = 74;
+/// EX_CONFIG.
+pub const CONFIG: u8 = 78;
+
+/// The exit code for an error: the first cause in the chain that has a known meaning.
+pub fn code_for(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<ConfigError>().is_some() {
+            return CONFIG;
+        }
+        if let Some(e) = cause.downcast_ref::<StateError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                return UNAVAILABLE;
+            }
+        }
+    }
+    FAILURE
+}

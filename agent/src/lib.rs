@@ -1,0 +1,44 @@
+//! vespa-agent: keeps a VESPA DaCHS node converged to its sources of truth (a commit of the
+//! service repository and the granule files in B2SAFE), and proves it.
+//!
+//! # Layout
+//! Data flows one way: source -> reconcile -> dachs/granules -> state -> metrics/http.
+//!
+//! - [`cli`]: the command line; one dispatch point, exit codes from [`exit`].
+//! - [`config`]: configuration files -> merged values with their origins -> validated settings.
+//! - [`daemon`]: `run`; the supervisor (signals, reload, bounded shutdown, watchdog).
+//! - [`reconcile`]: the loop (triggers, coalescing, heartbeat) and the stages of one pass.
+//! - [`dachs`]: the local DaCHS server (TAP queries; later the `dachs` commands).
+//! - [`state`]: the SQLite state store (passes; later revisions and granules).
+//! - [`runtime`]: the live status shared by the loop, the endpoints and the watchdog.
+//! - [`metrics`], [`http`]: what Prometheus and operators read.
+//! - [`systemd`], [`logging`]: sd_notify and journald.
+
+pub mod cli;
+pub mod config;
+pub mod dachs;
+pub mod daemon;
+pub mod exit;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod reconcile;
+pub mod runtime;
+pub mod state;
+pub mod systemd;
+
+/// An error and its causes on one line ("a: b: c"). Libraries like reqwest keep the useful part
+/// ("Connection refused") in the source chain, which `Display` alone does not show.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}

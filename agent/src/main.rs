@@ -1,0 +1,17 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use vespa_agent::{cli, exit, logging};
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    logging::init(args.verbosity());
+    match cli::dispatch(args) {
+        Ok(code) => code,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line: "what failed: why".
+            eprintln!("vespa-agent: error: {e:#}");
+            ExitCode::from(exit::code_for(&e))
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! What the running daemon knows about itself right now: the loop's heartbeat, whether it is
+//! ready, what it is doing. Written by the reconcile loop and the supervisor, read by the HTTP
+//! endpoints and the watchdog. Nothing here touches the disk.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::state::{PassRecord, now_ms};
+use crate::systemd;
+
+pub struct Runtime {
+    started: Instant,
+    started_unix_ms: i64,
+    /// Milliseconds after `started` of the loop's last sign of life.
+    heartbeat_ms: AtomicU64,
+    stall_timeout_ms: AtomicU64,
+    ready: AtomicBool,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+struct Inner {
+    activity: String,
+    last_pass: Option<PassRecord>,
+    config_files: Vec<PathBuf>,
+    last_reload_error: Option<String>,
+    restart_needed_for: Vec<String>,
+    dachs_url: String,
+    dachs_error: Option<String>,
+}
+
+/// The body of `GET /status`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub revision: String,
+    pub pid: u32,
+    pub started_unix_ms: i64,
+    pub uptime_seconds: f64,
+    pub ready: bool,
+    pub heartbeat_age_seconds: f64,
+    pub activity: String,
+    pub config_files: Vec<PathBuf>,
+    pub last_reload_error: Option<String>,
+    pub restart_needed_for: Vec<String>,
+    pub last_pass: Option<serde_json::Value>,
+    pub dachs_url: String,
+    pub dachs_error: Option<String>,
+}
+
+/// A poisoned lock only means a panic elsewhere; the data (status strings) is still usable.
+fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Runtime {
+    pub fn new(stall_timeout: Duration, config_files: Vec<PathBuf>, dachs_url: String) -> Runtime {
+        Runtime {
+            started: Instant::now(),
+            started_unix_ms: now_ms(),
+            heartbeat_ms: AtomicU64::new(0),
+            stall_timeout_ms: AtomicU64::new(stall_timeout.as_millis() as u64),
+            ready: AtomicBool::new(false),
+            inner: Mutex::new(Inner {
+                activity: "starting".into(),
+                config_files,
+                dachs_url,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// The reconcile loop is alive.
+    pub fn beat(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.heartbeat_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn heartbeat_age(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed)))
+    }
+
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.stall_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_stall_timeout(&self, d: Duration) {
+        self.stall_timeout_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The loop's heartbeat is recent enough: the daemon is alive and not stuck.
+    pub fn is_alive(&self) -> bool {
+        self.heartbeat_age() <= self.stall_timeout()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// What the agent does now, in one human line; also shown by `systemctl status`.
+    pub fn set_activity(&self, line: impl Into<String>) {
+        let line = line.into();
+        systemd::status(&line);
+        lock(&self.inner).activity = line;
+    }
+
+    pub fn activity(&self) -> String {
+        lock(&self.inner).activity.clone()
+    }
+
+    pub fn set_last_pass(&self, pass: PassRecord) {
+        lock(&self.inner).last_pass = Some(pass);
+    }
+
+    pub fn set_dachs_error(&self, error: Option<String>) {
+        lock(&self.inner).dachs_error = error;
+    }
+
+    pub fn config_reloaded(&self, files: Vec<PathBuf>, dachs_url: String, restart: Vec<String>) {
+        let mut inner = lock(&self.inner);
+        inner.config_files = files;
+        inner.dachs_url = dachs_url;
+        inner.last_reload_error = None;
+        inner.restart_needed_for = restart;
+    }
+
+    pub fn config_rejected(&self, error: String) {
+        lock(&self.inner).last_reload_error = Some(error);
+    }
+
+    pub fn report(&self) -> StatusReport {
+        let inner = lock(&self.inner).clone();
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").into(),
+            revision: crate::metrics::GIT_REVISION.into(),
+            pid: std::process::id(),
+            started_unix_ms: self.started_unix_ms,
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            ready: self.is_ready(),
+            heartbeat_age_seconds: self.heartbeat_age().as_secs_f64(),
+            activity: inner.activity,
+            config_files: inner.config_files,
+            last_reload_error: inner.last_reload_error,
+            restart_needed_for: inner.restart_needed_for,
+            last_pass: inner
+                .last_pass
+                .map(|p| serde_json::to_value(p).unwrap_or_default()),
+            dachs_url: inner.dachs_url,
+            dachs_error: inner.dachs_error,
+        }
+    }
+}

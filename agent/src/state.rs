@@ -1,0 +1,523 @@
+//! The state store: `<state-dir>/state.db`, SQLite in WAL mode, one writer.
+//!
+//! The store is the agent's memory of what it did (passes, and later revisions and granules).
+//! It is never replaced silently: a damaged database, or one a newer vespa-agent migrated,
+//! stops the agent with an error that says what to do, and the file stays as it was.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::exit;
+
+/// The schema, one step per version. Step N takes a database from version N to N+1; a step is
+/// never edited once released (add a new one instead).
+const MIGRATIONS: &[&str] = &[
+    // 1: the reconcile passes.
+    "CREATE TABLE passes (
+        id          INTEGER PRIMARY KEY,
+        trigger     TEXT NOT NULL,
+        started_ms  INTEGER NOT NULL,
+        finished_ms INTEGER,
+        outcome     TEXT CHECK (outcome IN ('success', 'failure', 'interrupted')),
+        stage       TEXT,
+        error       TEXT
+    );",
+];
+
+/// How many passes the store remembers.
+const PASSES_KEPT: i64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {}: {source}", path.display())]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "another vespa-agent is using {} (it holds {}); stop it first (systemctl stop vespa-agent)",
+        dir.display(),
+        lock.display()
+    )]
+    Locked { dir: PathBuf, lock: PathBuf },
+    #[error(
+        "state store {} is damaged or not a SQLite database ({detail}). It was left untouched: \
+         move it aside and the agent starts a new one (the node re-derives its state from its \
+         sources), or restore it from a backup",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "state store {} has schema version {found}, written by a newer vespa-agent (this one \
+         knows versions up to {known}). It was left untouched: run the newer vespa-agent, or move \
+         the file aside to start a new one",
+        path.display()
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("state store {}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+impl StateError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StateError::Locked { .. } => exit::UNAVAILABLE,
+            StateError::Corrupt { .. } | StateError::TooNew { .. } => exit::DATAERR,
+            StateError::Dir { .. } | StateError::Sqlite { .. } => exit::IOERR,
+        }
+    }
+}
+
+/// How a pass ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Failure,
+    /// The process stopped (killed, crashed, power lost) before the pass finished.
+    Interrupted,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Outcome> {
+        match s {
+            "success" => Some(Outcome::Success),
+            "failure" => Some(Outcome::Failure),
+            "interrupted" => Some(Outcome::Interrupted),
+            _ => None,
+        }
+    }
+}
+
+/// One pass as remembered.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PassRecord {
+    pub id: i64,
+    pub trigger: String,
+    pub started_ms: i64,
+    pub finished_ms: Option<i64>,
+    /// `None` while the pass runs.
+    pub outcome: Option<Outcome>,
+    pub stage: Option<String>,
+    pub error: Option<String>,
+}
+
+impl PassRecord {
+    pub fn duration(&self) -> Option<Duration> {
+        let ms = self.finished_ms? - self.started_ms;
+        Some(Duration::from_millis(ms.max(0) as u64))
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The writer's handle. Only one process may hold it: the lock file is held (flock) for the
+/// handle's lifetime, and released by the kernel if the process dies.
+pub struct StateStore {
+    conn: Connection,
+    path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+pub fn db_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("state.db")
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the store in `state_dir`, migrating it to the current schema.
+    pub fn open(state_dir: &Path) -> Result<StateStore, StateError> {
+        let dir_err = |source| StateError::Dir {
+            path: state_dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(state_dir).map_err(dir_err)?;
+        let lock = take_lock(state_dir)?;
+        let path = db_path(state_dir);
+        let conn = Connection::open(&path).map_err(|e| classify(&path, e))?;
+        configure(&conn, &path)?;
+        let store = StateStore {
+            conn,
+            path,
+            _lock: lock,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StateError {
+        classify(&self.path, e)
+    }
+
+    fn migrate(&self) -> Result<(), StateError> {
+        let known = MIGRATIONS.len() as i64;
+        let found = schema_version(&self.conn, &self.path)?;
+        if found > known {
+            return Err(StateError::TooNew {
+                path: self.path.clone(),
+                found,
+                known,
+            });
+        }
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            // Each step and its version bump commit together, so a crash mid-migration leaves
+            // the previous version intact.
+            let sql = format!(
+                "BEGIN IMMEDIATE; {step} PRAGMA user_version = {}; COMMIT;",
+                i + 1
+            );
+            if let Err(e) = self.conn.execute_batch(&sql) {
+                let _ = self.conn.execute_batch("ROLLBACK;");
+                return Err(self.err(e));
+            }
+            tracing::info!(version = i + 1, path = %self.path.display(), "state store migrated");
+        }
+        Ok(())
+    }
+
+    /// Marks passes that never finished (the process was killed) as interrupted.
+    pub fn close_interrupted(&self) -> Result<usize, StateError> {
+        self.conn
+            .execute(
+                "UPDATE passes SET outcome = 'interrupted', finished_ms = ?1
+                 WHERE outcome IS NULL",
+                params![now_ms()],
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn begin_pass(&self, trigger: &str) -> Result<i64, StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO passes (trigger, started_ms) VALUES (?1, ?2)",
+                params![trigger, now_ms()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_pass(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        stage: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE passes SET finished_ms = ?2, outcome = ?3, stage = ?4, error = ?5
+                 WHERE id = ?1",
+                params![id, now_ms(), outcome.as_str(), stage, error],
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute(
+                "DELETE FROM passes WHERE id <= ?1",
+                params![id - PASSES_KEPT],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn last_pass(&self) -> Result<Option<PassRecord>, StateError> {
+        last_pass(&self.conn, &self.path)
+    }
+}
+
+/// A read-only view for `status`, which must work while the daemon runs (WAL lets it read
+/// without blocking the writer) and when it is stopped.
+pub struct StateReader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl StateReader {
+    /// `Ok(None)` when there is no store yet (the agent never ran here).
+    pub fn open(state_dir: &Path) -> Result<Option<StateReader>, StateError> {
+        let path = db_path(state_dir);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| classify(&path, e))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| classify(&path, e))?;
+        let found = schema_version(&conn, &path)?;
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(StateError::TooNew { path, found, known });
+        }
+        Ok(Some(StateReader { conn, path }))
+    }
+
+    pub fn last_pass(&self) -> Result<Option<PassRecord>, StateError> {
+        last_pass(&self.conn, &self.path)
+    }
+
+    pub fn last_success(&self) -> Result<Option<PassRecord>, StateError> {
+        query_pass(&self.conn, &self.path, "WHERE outcome = 'success'")
+    }
+}
+
+fn take_lock(state_dir: &Path) -> Result<std::fs::File, StateError> {
+    let lock_path = state_dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| StateError::Dir {
+            path: lock_path.clone(),
+            source,
+        })?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(StateError::Locked {
+                dir: state_dir.to_owned(),
+                lock: lock_path,
+            });
+        }
+        return Err(StateError::Dir {
+            path: lock_path,
+            source: err,
+        });
+    }
+    Ok(file)
+}
+
+fn configure(conn: &Connection, path: &Path) -> Result<(), StateError> {
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| classify(path, e))?;
+    // The first statement reads the file header: that is where a damaged file shows.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| classify(path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StateError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("cannot switch to WAL mode (got {mode})"),
+        });
+    }
+    // FULL: a pass recorded as done must still be recorded after a power cut.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(|e| classify(path, e))?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| classify(path, e))?;
+    if check != "ok" {
+        return Err(StateError::Corrupt {
+            path: path.to_owned(),
+            detail: check,
+        });
+    }
+    Ok(())
+}
+
+fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| classify(path, e))
+}
+
+/// SQLite reports a damaged file as NOTADB or CORRUPT; everything else is an I/O-level error.
+fn classify(path: &Path, e: rusqlite::Error) -> StateError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match e.sqlite_error_code() {
+        Some(NotADatabase | DatabaseCorrupt) => StateError::Corrupt {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        },
+        _ => StateError::Sqlite {
+            path: path.to_owned(),
+            source: e,
+        },
+    }
+}
+
+fn last_pass(conn: &Connection, path: &Path) -> Result<Option<PassRecord>, StateError> {
+    query_pass(conn, path, "")
+}
+
+fn query_pass(
+    conn: &Connection,
+    path: &Path,
+    filter: &str,
+) -> Result<Option<PassRecord>, StateError> {
+    let sql = format!(
+        "SELECT id, trigger, started_ms, finished_ms, outcome, stage, error
+         FROM passes {filter} ORDER BY id DESC LIMIT 1"
+    );
+    conn.query_row(&sql, [], |r| {
+        let outcome: Option<String> = r.get(4)?;
+        Ok(PassRecord {
+            id: r.get(0)?,
+            trigger: r.get(1)?,
+            started_ms: r.get(2)?,
+            finished_ms: r.get(3)?,
+            outcome: outcome.as_deref().and_then(Outcome::parse),
+            stage: r.get(5)?,
+            error: r.get(6)?,
+        })
+    })
+    .optional()
+    .map_err(|e| classify(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_are_recorded_and_read_back() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateStore::open(t.path()).unwrap();
+        let id = s.begin_pass("timer").unwrap();
+        assert_eq!(s.last_pass().unwrap().unwrap().outcome, None);
+        s.finish_pass(id, Outcome::Failure, Some("dachs"), Some("boom"))
+            .unwrap();
+        let p = s.last_pass().unwrap().unwrap();
+        assert_eq!(
+            (p.outcome, p.stage.as_deref(), p.error.as_deref()),
+            (Some(Outcome::Failure), Some("dachs"), Some("boom"))
+        );
+        let r = StateReader::open(t.path()).unwrap().unwrap();
+        assert_eq!(r.last_pass().unwrap().unwrap(), p);
+        assert_eq!(r.last_success().unwrap(), None);
+    }
+
+    #[test]
+    fn unfinished_pass_becomes_interrupted_on_next_open() {
+        let t = tempfile::tempdir().unwrap();
+        {
+            let s = StateStore::open(t.path()).unwrap();
+            s.begin_pass("timer").unwrap();
+        }
+        let s = StateStore::open(t.path()).unwrap();
+        assert_eq!(s.close_interrupted().unwrap(), 1);
+        assert_eq!(
+            s.last_pass().unwrap().unwrap().outcome,
+            Some(Outcome::Interrupted)
+        );
+    }
+
+    #[test]
+    fn second_writer_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let _first = StateStore::open(t.path()).unwrap();
+        let e = StateStore::open(t.path()).unwrap_err();
+        assert!(matches!(e, StateError::Locked { .. }), "{e}");
+        assert_eq!(e.exit_code(), exit::UNAVAILABLE);
+    }
+
+    #[test]
+    fn garbage_file_is_reported_and_left_untouched() {
+        let t = tempfile::tempdir().unwrap();
+        let db = db_path(t.path());
+        let garbage = b"this is not a database, it is a file someone copied here\n".repeat(100);
+        std::fs::write(&db, &garbage).unwrap();
+        let e = StateStore::open(t.path()).unwrap_err();
+        assert!(matches!(e, StateError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("move it aside"), "{e}");
+        assert_eq!(std::fs::read(&db).unwrap(), garbage);
+        assert!(matches!(
+            StateReader::open(t.path()),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn damaged_pages_are_reported() {
+        let t = tempfile::tempdir().unwrap();
+        {
+            let s = StateStore::open(t.path()).unwrap();
+            for _ in 0..200 {
+                let id = s.begin_pass("timer").unwrap();
+                s.finish_pass(id, Outcome::Success, None, Some(&"x".repeat(500)))
+                    .unwrap();
+            }
+            s.conn
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                .unwrap();
+        }
+        let db = db_path(t.path());
+        let mut bytes = std::fs::read(&db).unwrap();
+        assert!(bytes.len() > 3 * 4096);
+        for b in &mut bytes[4096 + 8..3 * 4096] {
+            *b = 0xA5;
+        }
+        std::fs::write(&db, &bytes).unwrap();
+        let e = StateStore::open(t.path()).unwrap_err();
+        assert!(matches!(e, StateError::Corrupt { .. }), "{e}");
+        assert_eq!(std::fs::read(&db).unwrap(), bytes);
+    }
+
+    #[test]
+    fn newer_schema_is_refused_and_left_untouched() {
+        let t = tempfile::tempdir().unwrap();
+        {
+            let s = StateStore::open(t.path()).unwrap();
+            s.conn.execute_batch("PRAGMA user_version = 99;").unwrap();
+        }
+        let e = StateStore::open(t.path()).unwrap_err();
+        assert!(matches!(e, StateError::TooNew { found: 99, .. }), "{e}");
+        assert!(e.to_string().contains("newer vespa-agent"), "{e}");
+        let c = Connection::open(db_path(t.path())).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 99);
+    }
+
+    #[test]
+    fn old_passes_are_pruned() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateStore::open(t.path()).unwrap();
+        for _ in 0..(PASSES_KEPT + 5) {
+            let id = s.begin_pass("timer").unwrap();
+            s.finish_pass(id, Outcome::Success, None, None).unwrap();
+        }
+        let n: i64 = s
+            .conn
+            .query_row("SELECT COUNT(*) FROM passes", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, PASSES_KEPT);
+    }
+}
