@@ -40,3 +40,15 @@ wait_for_url() {
   done
   return 1
 }
+
+# ensure_rust [COMPONENT...]: cargo (and the named rustup components) on PATH. Rust comes from
+# rustup: Debian 12's rustc 1.63 is too old for the dependencies, and rustup's toolchains are not
+# on the package registries, so a missing one is reported, not installed.
+ensure_rust() {
+  export PATH="$HOME/.cargo/bin:$PATH"
+  command -v cargo >/dev/null || die "cargo not found: install Rust >= 1.95 with rustup"
+  local c
+  for c in "$@"; do
+    cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || die "the rustup component $c is missing: rustup component add $c"
+  done
+}

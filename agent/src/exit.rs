@@ -27,10 +27,11 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<StateError>() {
             return e.exit_code();
         }
-        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                return UNAVAILABLE;
-            }
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+        {
+            return UNAVAILABLE;
         }
     }
     FAILURE

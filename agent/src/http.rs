@@ -41,6 +41,9 @@ pub async fn serve(
 }
 
 async fn metrics(State(app): State<App>) -> Response {
+    // Derived at scrape time, so it is exact without the loop touching the registry on every beat.
+    let beat = crate::state::now_ms() as f64 / 1000.0 - app.runtime.heartbeat_age().as_secs_f64();
+    app.metrics.heartbeat.set(beat);
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
         app.metrics.render(),

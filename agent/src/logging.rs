@@ -23,15 +23,15 @@ pub fn init(verbosity: i8) {
 
     // systemd sets JOURNAL_STREAM when stderr is connected to the journal; only then do we log
     // natively, so that fields (COMMIT=, RESOURCE=...) stay searchable and nothing is logged twice.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(journald) = tracing_journald::layer() {
-            let journald = journald.with_syslog_identifier("vespa-agent".into());
-            tracing_subscriber::registry()
-                .with(filter)
-                .with(journald)
-                .init();
-            return;
-        }
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        let journald = journald.with_syslog_identifier("vespa-agent".into());
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journald)
+            .init();
+        return;
     }
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -39,36 +39,29 @@ pub fn parse(xml: &str) -> Result<Answer, VotableError> {
             .read_event()
             .map_err(|e| VotableError(format!("at byte {}: {e}", reader.buffer_position())))?;
         match event {
-            Event::Start(e) | Event::Empty(e) if e.local_name().as_ref() == b"VOTABLE" => {
-                saw_votable = true;
-            }
-            Event::Start(e) => match e.local_name().as_ref() {
-                b"INFO" if attr(&e, b"name").as_deref() == Some("QUERY_STATUS") => {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let open = matches!(event, Event::Start(_));
+                match e.local_name().as_ref() {
+                    b"VOTABLE" => saw_votable = true,
                     // A trailing OVERFLOW INFO follows the first status; the first one decides.
-                    if answer.status.is_none() {
-                        answer.status = attr(&e, b"value");
-                        in_status = true;
+                    b"INFO"
+                        if answer.status.is_none()
+                            && attr(e, b"name").as_deref() == Some("QUERY_STATUS") =>
+                    {
+                        answer.status = attr(e, b"value");
+                        in_status = open;
                     }
-                }
-                b"FIELD" => answer.columns.push(attr(&e, b"name").unwrap_or_default()),
-                b"TR" => row = Some(Vec::new()),
-                b"TD" => cell = Some(String::new()),
-                _ => {}
-            },
-            Event::Empty(e) => match e.local_name().as_ref() {
-                b"INFO" if attr(&e, b"name").as_deref() == Some("QUERY_STATUS") => {
-                    if answer.status.is_none() {
-                        answer.status = attr(&e, b"value");
+                    b"FIELD" => answer.columns.push(attr(e, b"name").unwrap_or_default()),
+                    b"TR" if open => row = Some(Vec::new()),
+                    b"TD" if open => cell = Some(String::new()),
+                    b"TD" => {
+                        if let Some(r) = row.as_mut() {
+                            r.push(String::new());
+                        }
                     }
+                    _ => {}
                 }
-                b"FIELD" => answer.columns.push(attr(&e, b"name").unwrap_or_default()),
-                b"TD" => {
-                    if let Some(r) = row.as_mut() {
-                        r.push(String::new());
-                    }
-                }
-                _ => {}
-            },
+            }
             Event::Text(t) => {
                 let text = t
                     .xml_content()

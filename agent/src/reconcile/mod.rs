@@ -151,10 +151,10 @@ impl Reconciler {
             Some(Ok(())) => (Outcome::Success, None, None),
             Some(Err(f)) => (Outcome::Failure, Some(f.stage), Some(f.message.clone())),
         };
-        if let Some(id) = id {
-            if let Err(e) = self.store.finish_pass(id, outcome, stage, error.as_deref()) {
-                tracing::error!(error = %e, "cannot record the end of the pass in the state store");
-            }
+        if let Some(id) = id
+            && let Err(e) = self.store.finish_pass(id, outcome, stage, error.as_deref())
+        {
+            tracing::error!(error = %e, "cannot record the end of the pass in the state store");
         }
 
         let elapsed = started.elapsed();
@@ -193,7 +193,6 @@ impl Reconciler {
             stage: stage.map(Into::into),
             error,
         });
-        self.metrics.heartbeat.set(now_ms() as f64 / 1000.0);
     }
 }
 

@@ -1,0 +1,166 @@
+//! The short commands: check-config, status, version, and their exit codes.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+
+#[test]
+fn check_config_with_a_broken_dropin_exits_78_naming_file_line_and_key() {
+    let home = Home::new("http://127.0.0.1:8080", "");
+    let bad = home.write(
+        "etc/agent.d/50-typo.toml",
+        "# tuning\n[reconcile]\nintervall = \"10m\"\n",
+    );
+    let out = home.output(&["check-config"]);
+    assert_eq!(out.code(), 78, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "{}:3:1: key `reconcile.intervall`: unknown key",
+            bad.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing half-printed: {}",
+        out.stdout
+    );
+}
+
+#[test]
+fn run_with_a_broken_config_exits_78_before_doing_anything() {
+    let home = Home::new("http://127.0.0.1:8080", "");
+    home.write("run/agent.d/10.toml", "[http]\nlisten = \"nowhere\"\n");
+    let out = home.output(&["run"]);
+    assert_eq!(out.code(), 78, "{out:?}");
+    assert!(
+        out.stderr.contains("10.toml:2:10: key `http.listen`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !home.path("state").exists(),
+        "no state created by a refused start"
+    );
+}
+
+#[test]
+fn check_config_prints_every_value_with_its_origin_and_hides_secret_contents() {
+    let home = Home::new("http://127.0.0.1:8080", "");
+    let token = home.write("secrets/token", "glpat-do-not-print-me\n");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let vendor = home.write(
+        "usr/agent.d/10-defaults.toml",
+        "[reconcile]\ninterval = \"7m\"\n",
+    );
+    home.write(
+        "etc/agent.d/20-source.toml",
+        &format!(
+            "[source]\nurl = \"file:///srv/service.git\"\ntoken-file = \"{}\"\n",
+            token.display()
+        ),
+    );
+    let out = home.output(&["check-config"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains(&format!("interval = \"7m\"  # {}:2", vendor.display())),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("20-source.toml:3"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("jitter = \"30s\"  # default"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("glpat") && !out.stderr.contains("glpat"),
+        "{out:?}"
+    );
+
+    // The same secret readable by the group is refused, with the fix.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = home.output(&["check-config"]);
+    assert_eq!(out.code(), 78, "{out:?}");
+    assert!(out.stderr.contains("chmod 0600"), "{}", out.stderr);
+    assert!(!out.stderr.contains("glpat"), "{}", out.stderr);
+}
+
+#[test]
+fn secrets_by_systemd_credential_name() {
+    let home = Home::new("http://127.0.0.1:8080", "");
+    let creds = home.path("creds");
+    let tok = home.write("creds/gitlab-token", "glpat-x\n");
+    std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o400)).unwrap();
+    home.write(
+        "etc/agent.d/20.toml",
+        "[source]\ntoken-file = \"gitlab-token\"\n",
+    );
+    let out = home.output(&["check-config"]);
+    assert_eq!(out.code(), 78, "without $CREDENTIALS_DIRECTORY: {out:?}");
+    let out = home
+        .command(&["check-config"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("token-file = \"gitlab-token\""));
+}
+
+#[test]
+fn status_without_daemon_or_state_says_so_and_exits_3() {
+    let home = Home::new("http://127.0.0.1:8080", "");
+    let out = home.output(&["status"]);
+    assert_eq!(out.code(), 3, "{out:?}");
+    assert!(
+        out.stdout.contains("daemon:       not running"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("has not run on this node"),
+        "{}",
+        out.stdout
+    );
+    let out = home.output(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        v["daemon"].is_null() && v["daemon_error"].is_string(),
+        "{v}"
+    );
+}
+
+#[test]
+fn version_names_the_build() {
+    let home = Home::new("http://127.0.0.1:8080", "");
+    let out = home.output(&["version"]);
+    assert!(out.status.success());
+    assert!(
+        out.stdout.starts_with(&format!(
+            "vespa-agent {} (revision ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{}",
+        out.stdout
+    );
+    let out = home.output(&["--version"]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn commands_of_later_releases_are_not_pretended() {
+    let home = Home::new("http://127.0.0.1:8080", "");
+    for cmd in ["sync", "plan", "import", "rebuild"] {
+        let out = home.output(&[cmd]);
+        assert_eq!(out.code(), 2, "{cmd}: {out:?}");
+        assert!(
+            out.stderr.contains("unrecognized subcommand"),
+            "{cmd}: {}",
+            out.stderr
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! Harness for tests that run the real `vespa-agent` binary: a private configuration tree, a
+//! systemd notify socket the test listens on, signals, and plain HTTP requests. On failure the
+//! agent's own log is printed, so a red test says what the agent saw.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vespa-agent");
+
+/// True in CI, where a test that needs a real component must fail rather than skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A test needs something this machine does not have: fail under CI, skip (loudly) elsewhere.
+pub fn missing(what: &str) {
+    if in_ci() {
+        panic!("CI=true and {what} is missing: the test command should have installed it");
+    }
+    eprintln!("SKIPPED: {what} is missing (run the README's test command to install it)");
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A port on which nothing listens: bound and released.
+pub fn closed_port() -> u16 {
+    free_port()
+}
+
+pub struct Home {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Home {
+    /// A configuration tree whose agent listens on a free port, keeps its state in the tree, and
+    /// talks to DaCHS at `dachs_url`.
+    pub fn new(dachs_url: &str, extra: &str) -> Home {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let h = Home { dir, port };
+        h.write(
+            "etc/agent.toml",
+            &format!(
+                "[agent]\nstate-dir = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n\
+                 [dachs]\nurl = \"{dachs_url}\"\nquery-timeout = \"2s\"\n{extra}",
+                h.path("state").display()
+            ),
+        );
+        h
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, body: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config-dir")
+            .arg(self.path("etc"))
+            .arg("--vendor-config-dir")
+            .arg(self.path("usr/agent.d"))
+            .arg("--runtime-config-dir")
+            .arg(self.path("run/agent.d"))
+            .args(args)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("VESPA_AGENT_LOG");
+        c
+    }
+
+    /// Runs a short command to completion.
+    pub fn output(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().unwrap();
+        Output {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("127.0.0.1:{}{path}", self.port)
+    }
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+}
+
+/// The notify socket a test's agent reports to, collecting every datagram with its arrival time.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    messages: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) => sink.lock().unwrap().push((
+                        Instant::now(),
+                        String::from_utf8_lossy(&buf[..n]).into_owned(),
+                    )),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => return,
+                }
+                if Arc::strong_count(&sink) == 1 {
+                    return;
+                }
+            }
+        });
+        NotifySocket { path, messages }
+    }
+
+    pub fn messages(&self) -> Vec<(Instant, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Waits until a message contains `needle` (after `since` messages), returning its index.
+    pub fn wait_for(&self, needle: &str, since: usize, timeout: Duration) -> Option<usize> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let msgs = self.messages();
+            if let Some(i) = msgs
+                .iter()
+                .skip(since)
+                .position(|(_, m)| m.contains(needle))
+            {
+                return Some(since + i);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// A running agent. Killed on drop; its log is printed when the test panics.
+pub struct Agent {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(home: &Home, configure: impl FnOnce(&mut Command)) -> Agent {
+        let log = home.path("agent.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = home.command(&["run"]);
+        cmd.stdout(Stdio::null()).stderr(file);
+        configure(&mut cmd);
+        let child = cmd.spawn().unwrap();
+        Agent { child, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the agent to exit.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- vespa-agent log ({}) ----\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET: (status, body). `None` when nothing answers.
+pub fn get(addr_path: &str) -> Option<(u16, String)> {
+    let (addr, path) = addr_path.split_at(addr_path.find('/').unwrap_or(addr_path.len()));
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split(' ').nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The value of one sample in a /metrics body.
+pub fn metric(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

@@ -1,0 +1,68 @@
+//! The real environment exists: PostgreSQL and DaCHS 2.7, brought up by the test command
+//! (scripts/setup-dachs.sh), answer ADQL, and the agent's health stage sees it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use vespa_agent::dachs::tap::{TapClient, TapError};
+
+/// Where the harness's DaCHS answers (scripts/setup-dachs.sh).
+fn dachs_url() -> String {
+    std::env::var("VESPA_TEST_DACHS_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into())
+}
+
+fn dachs_available() -> bool {
+    get(&format!(
+        "{}/tap/availability",
+        dachs_url().trim_start_matches("http://")
+    ))
+    .is_some_and(|(c, b)| c == 200 && b.contains("true"))
+}
+
+#[tokio::test]
+async fn real_dachs_answers_adql_and_reports_errors_with_its_own_message() {
+    if !dachs_available() {
+        return missing("a DaCHS server (scripts/setup-dachs.sh)");
+    }
+    let tap = TapClient::new(&dachs_url(), Duration::from_secs(30));
+    let a = tap
+        .query("SELECT table_name FROM tap_schema.tables WHERE table_name = 'tap_schema.columns'")
+        .await
+        .unwrap();
+    assert_eq!(a.rows, [vec!["tap_schema.columns".to_string()]]);
+
+    let e = tap
+        .query("SELECT x FROM nosuch.table_here")
+        .await
+        .unwrap_err();
+    match e {
+        TapError::Query { status, message } => {
+            assert_eq!(status, "ERROR");
+            assert!(message.contains("nosuch.table_here"), "{message}");
+        }
+        other => panic!("expected a query error, got {other}"),
+    }
+}
+
+#[test]
+fn agent_becomes_ready_against_real_dachs() {
+    if !dachs_available() {
+        return missing("a DaCHS server (scripts/setup-dachs.sh)");
+    }
+    let home = Home::new(&dachs_url(), "");
+    let _agent = Agent::start(&home, |_| {});
+    let (code, _) = eventually("/readyz 200", Duration::from_secs(20), || {
+        get(&home.url("/readyz")).filter(|(c, _)| *c == 200)
+    });
+    assert_eq!(code, 200);
+    let (_, m) = get(&home.url("/metrics")).unwrap();
+    assert_eq!(metric(&m, "vespa_agent_dachs_up"), Some(1.0), "{m}");
+    let out = home.output(&["status"]);
+    assert!(
+        out.stdout.contains("ready") && out.stdout.contains("success"),
+        "{}",
+        out.stdout
+    );
+}

@@ -1,0 +1,75 @@
+#!/bin/bash
+# The main job on the embedded default, on this machine:
+#   sudo bash scripts/demo.sh
+# Installs and starts PostgreSQL 15 + DaCHS 2.7 (scripts/setup-dachs.sh), builds the agent, runs
+# `vespa-agent run` in the background with a configuration under $DEMO_DIR, waits until it is
+# ready, and prints where to look. Re-running it restarts the agent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_root
+ensure_rust
+
+DEMO_DIR=${DEMO_DIR:-/var/tmp/vespa-agent-demo}
+PORT=${AGENT_PORT:-9471}
+DACHS=http://127.0.0.1:8080
+
+ensure_packages build-essential pkg-config libssl-dev curl ca-certificates
+bash scripts/setup-dachs.sh
+
+log "building vespa-agent (release)"
+cargo build --release --locked -q
+BIN=$PWD/target/release/vespa-agent
+
+if [ -s "$DEMO_DIR/agent.pid" ] && kill -0 "$(cat "$DEMO_DIR/agent.pid")" 2>/dev/null; then
+  log "stopping the previous demo agent"
+  kill -TERM "$(cat "$DEMO_DIR/agent.pid")"
+  for _ in $(seq 50); do kill -0 "$(cat "$DEMO_DIR/agent.pid")" 2>/dev/null || break; sleep 0.1; done
+fi
+mkdir -p "$DEMO_DIR/etc/agent.d"
+cat > "$DEMO_DIR/etc/agent.toml" <<TOML
+# The demo node's configuration: everything in $DEMO_DIR.
+[agent]
+state-dir = "$DEMO_DIR/state"
+
+[http]
+listen = "127.0.0.1:$PORT"
+
+[reconcile]
+interval = "1m"
+jitter = "5s"
+
+[dachs]
+url = "$DACHS"
+TOML
+A=("$BIN" --config-dir "$DEMO_DIR/etc" --vendor-config-dir "$DEMO_DIR/none" --runtime-config-dir "$DEMO_DIR/none")
+"${A[@]}" check-config >/dev/null
+
+nohup "${A[@]}" run >"$DEMO_DIR/agent.log" 2>&1 &
+echo $! >"$DEMO_DIR/agent.pid"
+wait_for_url "http://127.0.0.1:$PORT/readyz" 30 || {
+  cat "$DEMO_DIR/agent.log" >&2
+  die "the agent did not become ready; its log is above"
+}
+
+query="SELECT COUNT(*) AS tables FROM tap_schema.tables"
+answer=$(curl -sf "$DACHS/tap/sync" --data-urlencode REQUEST=doQuery --data-urlencode LANG=ADQL \
+  --data-urlencode RESPONSEFORMAT=csv --data-urlencode "QUERY=$query" | tail -n 1 | tr -d '\r')
+
+cat <<INFO
+
+vespa-agent is running (pid $(cat "$DEMO_DIR/agent.pid")), converging this node every minute.
+
+  TAP service      $DACHS/tap
+  sample ADQL      $query
+  answer           $answer
+  agent status     ${A[*]} status
+  metrics          http://127.0.0.1:$PORT/metrics
+  health           http://127.0.0.1:$PORT/healthz  http://127.0.0.1:$PORT/readyz
+  status (JSON)    http://127.0.0.1:$PORT/status
+  reload config    kill -HUP $(cat "$DEMO_DIR/agent.pid")
+  log              $DEMO_DIR/agent.log
+  stop             kill $(cat "$DEMO_DIR/agent.pid")
+
+INFO
+"${A[@]}" status
