@@ -73,10 +73,11 @@ fn check_config_prints_every_value_with_its_origin_and_hides_secret_contents() {
     );
     assert!(out.stdout.contains("20-source.toml:3"), "{}", out.stdout);
     assert!(
-        out.stdout.contains("jitter = \"30s\"  # default"),
+        out.stdout.contains("stall-timeout = \"15m\"  # default"),
         "{}",
         out.stdout
     );
+    assert!(out.stdout.contains("# jitter is not set"), "{}", out.stdout);
     assert!(
         !out.stdout.contains("glpat") && !out.stderr.contains("glpat"),
         "{out:?}"

@@ -81,9 +81,9 @@ pub const KEYS: &[KeySpec] = &[
     },
     KeySpec {
         key: "reconcile.jitter",
-        default: Some("30s"),
+        default: None,
         secret: false,
-        help: "random extra delay added to each interval (0 to interval)",
+        help: "random extra delay added to each interval (0 to interval; unset: a tenth of the interval)",
     },
     KeySpec {
         key: "reconcile.stall-timeout",
@@ -502,7 +502,11 @@ impl Settings {
         let interval = c.duration("reconcile.interval", 10 * SECOND, DAY)?;
         let reconcile = ReconcileSettings {
             interval,
-            jitter: c.duration("reconcile.jitter", Duration::ZERO, interval)?,
+            jitter: c
+                .optional("reconcile.jitter", |v| {
+                    duration_in(v, Duration::ZERO, interval)
+                })?
+                .unwrap_or(interval / 10),
             stall_timeout: c.duration("reconcile.stall-timeout", SECOND, DAY)?,
             shutdown_timeout: c.duration("reconcile.shutdown-timeout", SECOND, 600 * SECOND)?,
         };

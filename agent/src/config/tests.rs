@@ -46,6 +46,14 @@ fn defaults_alone_are_valid() {
     assert_eq!(s.reconcile.interval, Duration::from_secs(300));
     assert_eq!(s.dachs.user, "dachsroot");
     assert_eq!(s.source.url, None);
+    assert_eq!(s.reconcile.jitter, Duration::from_secs(30));
+}
+
+#[test]
+fn unset_jitter_follows_the_interval() {
+    let d = Dir::new();
+    d.write("etc/agent.toml", "[reconcile]\ninterval = \"10s\"\n");
+    assert_eq!(d.load().unwrap().reconcile.jitter, Duration::from_secs(1));
 }
 
 #[test]

@@ -1,0 +1,49 @@
+#!/bin/bash
+# Idle memory of `vespa-agent run` beside prometheus-node-exporter (Debian), measured in the same
+# run on the same machine: the agent should cost no more than the exporter every node already has.
+# Prints a table of median RSS (and PSS) over several samples, idle and after 200 scrapes each.
+#   sudo bash scripts/bench-footprint.sh [SAMPLES]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_root
+ensure_rust
+ensure_packages prometheus-node-exporter curl
+SAMPLES=${1:-7}
+
+cargo build --release --locked -q
+T=$(mktemp -d)
+trap 'kill $AGENT $NODE 2>/dev/null || true; rm -rf "$T"' EXIT
+AP=$((20000 + RANDOM % 5000)); NP=$((AP + 1))
+mkdir -p "$T/etc"
+printf '[agent]\nstate-dir = "%s/state"\n[http]\nlisten = "127.0.0.1:%s"\n[reconcile]\ninterval = "10s"\n' "$T" "$AP" >"$T/etc/agent.toml"
+target/release/vespa-agent --config-dir "$T/etc" --vendor-config-dir "$T/x" --runtime-config-dir "$T/x" -q run &
+AGENT=$!
+prometheus-node-exporter --web.listen-address=127.0.0.1:$NP >/dev/null 2>&1 &
+NODE=$!
+wait_for_url "http://127.0.0.1:$AP/healthz" 10 || die "agent did not start"
+wait_for_url "http://127.0.0.1:$NP/metrics" 10 || die "node exporter did not start"
+sleep 3
+
+kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/${3:-status}"; }
+pss() { awk '$1 == "Pss:" { print $2 }' "/proc/$1/smaps_rollup"; }
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+sample() { # PID -> "rss_median pss_median" in KiB over SAMPLES samples, 1 s apart
+  local r=() p=() i
+  for ((i = 0; i < SAMPLES; i++)); do r+=("$(kb "$1" VmRSS)"); p+=("$(pss "$1")"); sleep 1; done
+  echo "$(printf '%s\n' "${r[@]}" | median) $(printf '%s\n' "${p[@]}" | median)"
+}
+read -r a_rss a_pss < <(sample $AGENT)
+read -r n_rss n_pss < <(sample $NODE)
+for ((i = 0; i < 200; i++)); do
+  curl -s -o /dev/null "http://127.0.0.1:$AP/metrics"
+  curl -s -o /dev/null "http://127.0.0.1:$NP/metrics"
+done
+read -r a_rss2 a_pss2 < <(sample $AGENT)
+read -r n_rss2 n_pss2 < <(sample $NODE)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+printf '\n%-28s %12s %12s %16s %16s\n' "process (median of $SAMPLES)" "RSS idle" "PSS idle" "RSS 200 scrapes" "PSS 200 scrapes"
+printf '%-28s %9s KiB %9s KiB %13s KiB %13s KiB\n' "vespa-agent run" "$a_rss" "$a_pss" "$a_rss2" "$a_pss2"
+printf '%-28s %9s KiB %9s KiB %13s KiB %13s KiB\n' "prometheus-node-exporter" "$n_rss" "$n_pss" "$n_rss2" "$n_pss2"
+printf '%-28s %12s %12s %16s %16s\n' "ratio agent / exporter" "$(ratio "$a_rss" "$n_rss")" "$(ratio "$a_pss" "$n_pss")" "$(ratio "$a_rss2" "$n_rss2")" "$(ratio "$a_pss2" "$n_pss2")"
