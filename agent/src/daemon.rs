@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Layout, Settings};
+use crate::hooks::{self, Gate};
 use crate::http::{self, App};
 use crate::metrics::Metrics;
 use crate::reconcile::{Reconciler, Trigger, Triggers};
@@ -60,22 +61,30 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
     let (triggers, trigger_rx) = Triggers::channel();
 
+    let hooks = Arc::new(Gate::new(
+        webhook_secret(&settings_tx.borrow())?,
+        settings_tx.borrow().source.follow.clone(),
+        triggers.clone(),
+        hooks::MIN_SPACING,
+    ));
     let http_task = tokio::spawn(http::serve(
         listener,
         App {
             runtime: runtime.clone(),
             metrics: metrics.clone(),
+            hooks: hooks.clone(),
         },
         shutdown.clone(),
     ));
     let loop_task = tokio::spawn(
         Reconciler {
-            store,
+            store: std::sync::Mutex::new(store),
             runtime: runtime.clone(),
             metrics: metrics.clone(),
             settings: settings_rx,
             triggers: trigger_rx,
             debug_stall,
+            failures: 0,
         }
         .run(shutdown.clone()),
     );
@@ -90,7 +99,7 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                reload(&layout, &settings_tx, &runtime, &metrics);
+                reload(&layout, &settings_tx, &runtime, &metrics, &hooks);
                 triggers.send(Trigger::Reload);
             }
             _ = term.recv() => break,
@@ -117,6 +126,46 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `vespa-agent sync`: one pass in this process, with the same stages as the daemon's.
+pub async fn sync_once(settings: Settings, retry: bool) -> anyhow::Result<std::process::ExitCode> {
+    let store = StateStore::open(&settings.state_dir)?;
+    store.close_interrupted()?;
+    let runtime = Arc::new(Runtime::new(
+        settings.reconcile.stall_timeout,
+        settings.merged.files.clone(),
+        settings.dachs.url.clone(),
+    ));
+    let (_settings_tx, settings_rx) = watch::channel(Arc::new(settings));
+    let (_triggers, trigger_rx) = Triggers::channel();
+    let mut reconciler = Reconciler {
+        store: std::sync::Mutex::new(store),
+        runtime: runtime.clone(),
+        metrics: Arc::new(Metrics::new()),
+        settings: settings_rx,
+        triggers: trigger_rx,
+        debug_stall: None,
+        failures: 0,
+    };
+    let outcome = reconciler
+        .pass(Trigger::Manual, retry, &CancellationToken::new())
+        .await;
+    let report = runtime.report();
+    if let Some(applied) = &report.applied_revision {
+        println!("applied revision: {applied}");
+    }
+    if outcome == crate::state::Outcome::Success {
+        println!("sync: success");
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let reason = report
+        .last_pass
+        .as_ref()
+        .and_then(|p| p.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
+    eprintln!("vespa-agent: sync failed: {reason}");
+    Ok(std::process::ExitCode::from(crate::exit::FAILURE))
+}
+
 /// Re-reads the configuration. A valid one replaces the settings for the next pass; an invalid
 /// one is logged and the running settings stay, whole.
 fn reload(
@@ -124,11 +173,19 @@ fn reload(
     settings_tx: &watch::Sender<Arc<Settings>>,
     runtime: &Runtime,
     metrics: &Metrics,
+    hooks: &Gate,
 ) {
     systemd::reloading();
     let current = settings_tx.borrow().clone();
-    match config::load(layout) {
-        Ok(mut new) => {
+    let loaded = config::load(layout)
+        .map_err(anyhow::Error::from)
+        .and_then(|new| {
+            let secret = webhook_secret(&new)?;
+            Ok((new, secret))
+        });
+    match loaded {
+        Ok((mut new, secret)) => {
+            hooks.update(secret, new.source.follow.clone());
             // The listener and the state store are opened once; changing them takes a restart,
             // so keep the running values and say so rather than half-apply.
             let mut restart = Vec::new();
@@ -151,16 +208,29 @@ fn reload(
             metrics.last_reload_ok.set(1);
         }
         Err(e) => {
+            let e = format!("{e:#}");
             tracing::error!(
                 error = %e,
                 "configuration reload rejected; the previous configuration stays in force"
             );
-            runtime.config_rejected(e.to_string());
+            runtime.config_rejected(e);
             metrics.reloads.with_label_values(&["failure"]).inc();
             metrics.last_reload_ok.set(0);
         }
     }
     systemd::ready(&runtime.activity());
+}
+
+fn webhook_secret(settings: &Settings) -> anyhow::Result<Option<crate::config::Secret>> {
+    settings
+        .source
+        .webhook_secret_file
+        .as_ref()
+        .map(|f| {
+            f.read()
+                .map_err(|m| anyhow::anyhow!("source.webhook-secret-file: {m}"))
+        })
+        .transpose()
 }
 
 /// Feeds systemd's watchdog only while the reconcile loop's heartbeat is fresh, so that a stuck

@@ -3,14 +3,16 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::hooks::{self, Gate, Verdict};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 
@@ -18,6 +20,7 @@ use crate::runtime::Runtime;
 pub struct App {
     pub runtime: Arc<Runtime>,
     pub metrics: Arc<Metrics>,
+    pub hooks: Arc<Gate>,
 }
 
 pub fn router(app: App) -> Router {
@@ -26,7 +29,49 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route(
+            "/hooks/gitlab",
+            post(gitlab_hook).layer(DefaultBodyLimit::max(hooks::MAX_BODY)),
+        )
         .with_state(app)
+}
+
+/// A GitLab webhook. The answer is quick (GitLab times hooks out) and never echoes the token.
+async fn gitlab_hook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let token = headers.get("x-gitlab-token").map(|v| v.as_bytes());
+    let verdict = app.hooks.handle(token, &body);
+    let (code, label, reason) = match &verdict {
+        Verdict::Disabled => (
+            StatusCode::NOT_FOUND,
+            "disabled",
+            "no source.webhook-secret-file is configured".to_owned(),
+        ),
+        Verdict::Unauthorized => (
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong X-Gitlab-Token".to_owned(),
+        ),
+        Verdict::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
+        Verdict::Ignored(m) => (StatusCode::ACCEPTED, "ignored", m.clone()),
+        Verdict::Triggered => (
+            StatusCode::ACCEPTED,
+            "triggered",
+            "a reconcile pass starts now".to_owned(),
+        ),
+        Verdict::Deferred => (
+            StatusCode::ACCEPTED,
+            "deferred",
+            "a pass was triggered moments ago; another follows when the rate limit allows"
+                .to_owned(),
+        ),
+    };
+    app.metrics.webhooks.with_label_values(&[label]).inc();
+    if verdict == Verdict::Unauthorized {
+        tracing::warn!("webhook refused: missing or wrong X-Gitlab-Token");
+    } else {
+        tracing::info!(result = label, reason = %reason, "webhook");
+    }
+    (code, Json(json!({"status": label, "reason": reason}))).into_response()
 }
 
 /// Serves until `shutdown` is cancelled, then lets open requests finish.

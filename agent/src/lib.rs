@@ -19,11 +19,14 @@ pub mod config;
 pub mod dachs;
 pub mod daemon;
 pub mod exit;
+pub mod hooks;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod reconcile;
 pub mod runtime;
+pub mod service;
+pub mod source;
 pub mod state;
 pub mod systemd;
 

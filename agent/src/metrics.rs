@@ -1,6 +1,7 @@
 //! The Prometheus metrics. One [`Metrics`] value owns the registry and is passed to whoever
 //! updates or serves it, so tests can build as many as they like and nothing hides in globals.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -16,6 +17,12 @@ pub struct Metrics {
     pub last_reload_ok: IntGauge,
     pub dachs_up: IntGauge,
     pub stage_errors: IntCounterVec,
+    pub syncs: IntCounterVec,
+    pub fetch_duration: Histogram,
+    pub source_last_success: Gauge,
+    pub revision: GaugeVec,
+    pub failed_commits: IntGauge,
+    pub webhooks: IntCounterVec,
 }
 
 /// The git revision the binary was built from, set by build.rs.
@@ -78,6 +85,48 @@ impl Metrics {
             &["stage", "kind"],
         )
         .expect("valid metric");
+        let syncs = IntCounterVec::new(
+            Opts::new(
+                "vespa_agent_source_syncs_total",
+                "Syncs of the service repository: success (a new revision), noop (unchanged), error.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let fetch_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "vespa_agent_source_fetch_duration_seconds",
+                "Wall time of asking the repository for its tip and fetching what is new.",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0]),
+        )
+        .expect("valid metric");
+        let source_last_success = Gauge::new(
+            "vespa_agent_source_last_success_timestamp_seconds",
+            "Unix time of the last sync that reached the repository without error (0: none yet).",
+        )
+        .expect("valid metric");
+        let revision = GaugeVec::new(
+            Opts::new(
+                "vespa_agent_revision_info",
+                "1 for the applied and the desired revision of the service repository.",
+            ),
+            &["role", "revision"],
+        )
+        .expect("valid metric");
+        let failed_commits = IntGauge::new(
+            "vespa_agent_source_failed_commits",
+            "Commits that failed and are not retried until a newer commit or `sync --retry`.",
+        )
+        .expect("valid metric");
+        let webhooks = IntCounterVec::new(
+            Opts::new(
+                "vespa_agent_webhook_requests_total",
+                "Requests to /hooks/gitlab by result (triggered, deferred, ignored, unauthorized, bad_request, disabled).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let build_info = GaugeVec::new(
             Opts::new(
                 "vespa_agent_build_info",
@@ -94,6 +143,9 @@ impl Metrics {
             passes.with_label_values(&[result]);
             reloads.with_label_values(&[result]);
         }
+        for result in ["success", "noop", "error"] {
+            syncs.with_label_values(&[result]);
+        }
 
         for c in [
             Box::new(passes.clone()) as Box<dyn prometheus::core::Collector>,
@@ -104,6 +156,12 @@ impl Metrics {
             Box::new(last_reload_ok.clone()),
             Box::new(dachs_up.clone()),
             Box::new(stage_errors.clone()),
+            Box::new(syncs.clone()),
+            Box::new(fetch_duration.clone()),
+            Box::new(source_last_success.clone()),
+            Box::new(revision.clone()),
+            Box::new(failed_commits.clone()),
+            Box::new(webhooks.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -119,7 +177,35 @@ impl Metrics {
             last_reload_ok,
             dachs_up,
             stage_errors,
+            syncs,
+            fetch_duration,
+            source_last_success,
+            revision,
+            failed_commits,
+            webhooks,
         }
+    }
+
+    /// Sets the info metric of one role (`applied` or `desired`) to a single revision.
+    pub fn set_revision(&self, role: &str, sha: &str) {
+        for m in self.revision.collect() {
+            for metric in m.get_metric() {
+                let labels = metric.get_label();
+                let is_role = labels
+                    .iter()
+                    .any(|l| l.name() == "role" && l.value() == role);
+                let rev = labels
+                    .iter()
+                    .find(|l| l.name() == "revision")
+                    .map(|l| l.value());
+                if let (true, Some(rev)) = (is_role, rev)
+                    && rev != sha
+                {
+                    let _ = self.revision.remove_label_values(&[role, rev]);
+                }
+            }
+        }
+        self.revision.with_label_values(&[role, sha]).set(1.0);
     }
 
     /// The classic Prometheus text format (what promtool and every Prometheus version read).

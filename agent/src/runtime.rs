@@ -31,6 +31,8 @@ struct Inner {
     restart_needed_for: Vec<String>,
     dachs_url: String,
     dachs_error: Option<String>,
+    desired_revision: Option<String>,
+    applied_revision: Option<String>,
 }
 
 /// The body of `GET /status`.
@@ -50,6 +52,8 @@ pub struct StatusReport {
     pub last_pass: Option<serde_json::Value>,
     pub dachs_url: String,
     pub dachs_error: Option<String>,
+    pub desired_revision: Option<String>,
+    pub applied_revision: Option<String>,
 }
 
 /// A poisoned lock only means a panic elsewhere; the data (status strings) is still usable.
@@ -122,6 +126,12 @@ impl Runtime {
         lock(&self.inner).last_pass = Some(pass);
     }
 
+    pub fn set_revisions(&self, desired: Option<String>, applied: Option<String>) {
+        let mut inner = lock(&self.inner);
+        inner.desired_revision = desired;
+        inner.applied_revision = applied;
+    }
+
     pub fn set_dachs_error(&self, error: Option<String>) {
         lock(&self.inner).dachs_error = error;
     }
@@ -157,6 +167,8 @@ impl Runtime {
                 .map(|p| serde_json::to_value(p).unwrap_or_default()),
             dachs_url: inner.dachs_url,
             dachs_error: inner.dachs_error,
+            desired_revision: inner.desired_revision,
+            applied_revision: inner.applied_revision,
         }
     }
 }

@@ -25,7 +25,31 @@ const MIGRATIONS: &[&str] = &[
         stage       TEXT,
         error       TEXT
     );",
+    // 2: commits seen (and whether they were applied or failed), and the desired and applied
+    // revisions.
+    "CREATE TABLE commits (
+        sha         TEXT PRIMARY KEY,
+        first_seen_ms INTEGER NOT NULL,
+        updated_ms  INTEGER NOT NULL,
+        outcome     TEXT CHECK (outcome IN ('applied', 'failed')),
+        stage       TEXT,
+        error       TEXT
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
 ];
+
+/// Keys of the `meta` table.
+pub const DESIRED: &str = "desired_revision";
+pub const APPLIED: &str = "applied_revision";
+
+/// What the store remembers of a commit.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CommitRecord {
+    pub sha: String,
+    pub outcome: Option<String>,
+    pub stage: Option<String>,
+    pub error: Option<String>,
+}
 
 /// How many passes the store remembers.
 const PASSES_KEPT: i64 = 1000;
@@ -255,6 +279,58 @@ impl StateStore {
     pub fn last_pass(&self) -> Result<Option<PassRecord>, StateError> {
         last_pass(&self.conn, &self.path)
     }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        meta(&self.conn, &self.path, key)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn commit(&self, sha: &str) -> Result<Option<CommitRecord>, StateError> {
+        commit(&self.conn, &self.path, sha)
+    }
+
+    /// Records what became of a commit (`outcome`: applied or failed; `None` forgets a failure
+    /// so that the commit is tried again).
+    pub fn record_commit(
+        &self,
+        sha: &str,
+        outcome: Option<&str>,
+        stage: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), StateError> {
+        let now = now_ms();
+        self.conn
+            .execute(
+                "INSERT INTO commits (sha, first_seen_ms, updated_ms, outcome, stage, error)
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (sha) DO UPDATE SET updated_ms = ?2, outcome = ?3, stage = ?4,
+                   error = ?5",
+                params![sha, now, outcome, stage, error],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Commits that failed and are not retried, for the failing-commit metric.
+    pub fn failed_commits(&self) -> Result<i64, StateError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM commits WHERE outcome = 'failed'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
 }
 
 /// A read-only view for `status`, which must work while the daemon runs (WAL lets it read
@@ -293,6 +369,43 @@ impl StateReader {
     pub fn last_success(&self) -> Result<Option<PassRecord>, StateError> {
         query_pass(&self.conn, &self.path, "WHERE outcome = 'success'")
     }
+
+    /// Version 1 stores have no `meta` table yet: they know no revision.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        meta(&self.conn, &self.path, key).or_else(|e| match e {
+            StateError::Sqlite { .. } => Ok(None),
+            e => Err(e),
+        })
+    }
+
+    pub fn commit(&self, sha: &str) -> Result<Option<CommitRecord>, StateError> {
+        commit(&self.conn, &self.path, sha)
+    }
+}
+
+fn meta(conn: &Connection, path: &Path, key: &str) -> Result<Option<String>, StateError> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(|e| classify(path, e))
+}
+
+fn commit(conn: &Connection, path: &Path, sha: &str) -> Result<Option<CommitRecord>, StateError> {
+    conn.query_row(
+        "SELECT sha, outcome, stage, error FROM commits WHERE sha = ?1",
+        params![sha],
+        |r| {
+            Ok(CommitRecord {
+                sha: r.get(0)?,
+                outcome: r.get(1)?,
+                stage: r.get(2)?,
+                error: r.get(3)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(|e| classify(path, e))
 }
 
 fn take_lock(state_dir: &Path) -> Result<std::fs::File, StateError> {
@@ -504,6 +617,46 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, 99);
+    }
+
+    #[test]
+    fn revisions_and_commit_outcomes_are_remembered() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateStore::open(t.path()).unwrap();
+        assert_eq!(s.meta(DESIRED).unwrap(), None);
+        s.set_meta(DESIRED, "abc").unwrap();
+        s.set_meta(DESIRED, "def").unwrap();
+        assert_eq!(s.meta(DESIRED).unwrap().as_deref(), Some("def"));
+        s.record_commit("def", Some("failed"), Some("validate"), Some("bad"))
+            .unwrap();
+        assert_eq!(s.failed_commits().unwrap(), 1);
+        let c = s.commit("def").unwrap().unwrap();
+        assert_eq!(
+            (c.outcome.as_deref(), c.stage.as_deref()),
+            (Some("failed"), Some("validate"))
+        );
+        s.record_commit("def", None, None, None).unwrap();
+        assert_eq!(s.failed_commits().unwrap(), 0);
+        let r = StateReader::open(t.path()).unwrap().unwrap();
+        assert_eq!(r.meta(DESIRED).unwrap().as_deref(), Some("def"));
+    }
+
+    #[test]
+    fn a_version_1_store_is_migrated_in_place() {
+        let t = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(db_path(t.path())).unwrap();
+            c.execute_batch(&format!("{} PRAGMA user_version = 1;", MIGRATIONS[0]))
+                .unwrap();
+            c.execute(
+                "INSERT INTO passes (trigger, started_ms) VALUES ('timer', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = StateStore::open(t.path()).unwrap();
+        assert_eq!(s.last_pass().unwrap().unwrap().trigger, "timer");
+        s.set_meta(APPLIED, "x").unwrap();
     }
 
     #[test]

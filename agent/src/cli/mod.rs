@@ -53,6 +53,12 @@ pub enum Command {
     /// Run the daemon: reconcile passes on a timer and on SIGHUP, HTTP endpoints, systemd
     /// notifications
     Run,
+    /// Run one reconcile pass now and exit: 0 if it succeeded, 1 with the reason if not
+    Sync {
+        /// Try the followed commit again even if it failed before
+        #[arg(long)]
+        retry: bool,
+    },
     /// Check the configuration and print it merged, each value with the file and line it came
     /// from (exit 78 if it is invalid)
     CheckConfig,
@@ -107,6 +113,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => {
             let settings = config::load(&layout)?;
             status::show(&settings, json)
+        }
+        Command::Sync { retry } => {
+            let settings = config::load(&layout)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(crate::daemon::sync_once(settings, retry))
         }
         Command::Run => {
             let settings = config::load(&layout)?;

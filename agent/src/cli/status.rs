@@ -82,6 +82,19 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
         ),
         Err(e) => (None, None, Some(e.to_string())),
     };
+    let (desired, applied, desired_failure) = match &store {
+        Ok(Some(r)) => {
+            let desired = r.meta(crate::state::DESIRED)?;
+            let failure = match &desired {
+                Some(d) => r
+                    .commit(d)?
+                    .filter(|c| c.outcome.as_deref() == Some("failed")),
+                None => None,
+            };
+            (desired, r.meta(crate::state::APPLIED)?, failure)
+        }
+        _ => (None, None, None),
+    };
     let code = if daemon.is_ok() {
         ExitCode::SUCCESS
     } else {
@@ -96,6 +109,9 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
             "last_pass": last,
             "last_success": last_success,
             "state_error": store_error,
+            "desired_revision": desired,
+            "applied_revision": applied,
+            "desired_revision_failure": desired_failure,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(code);
@@ -133,6 +149,26 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
     );
     if let Some(e) = &store_error {
         println!("              {e}");
+    }
+    if let Some(url) = &settings.source.url {
+        println!(
+            "source:       {url} ({})",
+            settings.source.follow.describe()
+        );
+    }
+    match (&applied, &desired) {
+        (Some(a), Some(d)) if a == d => println!("revision:     {a} (applied = desired)"),
+        (a, d) => {
+            println!("applied:      {}", a.as_deref().unwrap_or("none"));
+            println!("desired:      {}", d.as_deref().unwrap_or("none"));
+        }
+    }
+    if let Some(f) = &desired_failure {
+        println!(
+            "desired commit FAILED at {}: {} (not retried until a newer commit or `vespa-agent sync --retry`)",
+            f.stage.as_deref().unwrap_or("?"),
+            f.error.as_deref().unwrap_or("")
+        );
     }
     match &last {
         Some(p) => {

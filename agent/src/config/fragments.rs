@@ -55,6 +55,14 @@ pub struct DachsFragment {
 pub struct SourceFragment {
     pub url: Option<Spanned<String>>,
     pub branch: Option<Spanned<String>>,
+    pub tag: Option<Spanned<String>>,
+    pub commit: Option<Spanned<String>>,
+    pub username: Option<Spanned<String>>,
     pub token_file: Option<Spanned<String>>,
     pub webhook_secret_file: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub keep_revisions: Option<Spanned<String>>,
+    pub verify: Option<Spanned<String>>,
+    pub allowed_signers_file: Option<Spanned<String>>,
+    pub keyring_file: Option<Spanned<String>>,
 }

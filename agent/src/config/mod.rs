@@ -21,6 +21,8 @@ pub use error::{ConfigError, Location};
 pub use layers::Layout;
 pub use secret::{Secret, SecretFile};
 
+pub use crate::source::fetch::Follow;
+
 use fragments::Fragment;
 use toml::Spanned;
 
@@ -146,6 +148,24 @@ pub const KEYS: &[KeySpec] = &[
         help: "the branch of the service repository to follow",
     },
     KeySpec {
+        key: "source.tag",
+        default: None,
+        secret: false,
+        help: "follow this tag instead of the branch",
+    },
+    KeySpec {
+        key: "source.commit",
+        default: None,
+        secret: false,
+        help: "pin this commit (40 hex digits; it must be on source.branch)",
+    },
+    KeySpec {
+        key: "source.username",
+        default: Some("oauth2"),
+        secret: false,
+        help: "user name sent with the token (oauth2, or a deploy token's name)",
+    },
+    KeySpec {
         key: "source.token-file",
         default: None,
         secret: true,
@@ -156,6 +176,36 @@ pub const KEYS: &[KeySpec] = &[
         default: None,
         secret: true,
         help: "secret GitLab sends in X-Gitlab-Token (a path or a credential name)",
+    },
+    KeySpec {
+        key: "source.ca-file",
+        default: None,
+        secret: false,
+        help: "PEM bundle of the CAs to trust for an https:// repository (unset: the system's)",
+    },
+    KeySpec {
+        key: "source.keep-revisions",
+        default: Some("5"),
+        secret: false,
+        help: "revisions kept on disk, besides the applied and desired ones (1 to 100)",
+    },
+    KeySpec {
+        key: "source.verify",
+        default: Some("none"),
+        secret: false,
+        help: "accept only signed commits: none, ssh or openpgp",
+    },
+    KeySpec {
+        key: "source.allowed-signers-file",
+        default: None,
+        secret: false,
+        help: "trusted SSH keys, in ssh-keygen's allowed_signers format (verify = \"ssh\")",
+    },
+    KeySpec {
+        key: "source.keyring-file",
+        default: None,
+        secret: false,
+        help: "trusted OpenPGP public keys, a keyring for gpgv (verify = \"openpgp\")",
     },
 ];
 
@@ -208,9 +258,24 @@ pub struct DachsSettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceSettings {
     pub url: Option<String>,
-    pub branch: String,
+    pub follow: Follow,
+    pub username: String,
     pub token_file: Option<SecretFile>,
     pub webhook_secret_file: Option<SecretFile>,
+    pub ca_file: Option<PathBuf>,
+    pub keep_revisions: usize,
+    pub verify: Verify,
+}
+
+/// Which commits are accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// Any commit (the default).
+    None,
+    /// Signed with an SSH key listed in this allowed_signers file.
+    Ssh { allowed_signers: PathBuf },
+    /// Signed with an OpenPGP key of this keyring.
+    OpenPgp { keyring: PathBuf },
 }
 
 /// Reads, merges and validates the configuration of `layout`. Secret names are looked up in
@@ -285,7 +350,7 @@ fn parse_fragment(path: &Path, text: &str) -> Result<Fragment, ConfigError> {
 
 /// Rewrites serde's message for an operator, and never repeats a string value: a string in the
 /// wrong place may be a secret written inline.
-fn describe(key: &str, message: &str) -> String {
+pub(crate) fn describe(key: &str, message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field ") {
         let last = key.rsplit('.').next().unwrap_or(key);
         let mut msg = format!(
@@ -340,8 +405,16 @@ fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
     if let Some(s) = f.source {
         put("source.url", s.url);
         put("source.branch", s.branch);
+        put("source.tag", s.tag);
+        put("source.commit", s.commit);
+        put("source.username", s.username);
         put("source.token-file", s.token_file);
         put("source.webhook-secret-file", s.webhook_secret_file);
+        put("source.ca-file", s.ca_file);
+        put("source.keep-revisions", s.keep_revisions);
+        put("source.verify", s.verify);
+        put("source.allowed-signers-file", s.allowed_signers_file);
+        put("source.keyring-file", s.keyring_file);
     }
     out
 }
@@ -518,11 +591,78 @@ impl Settings {
             url: c.parse("dachs.url", http_url)?,
             query_timeout: c.duration("dachs.query-timeout", SECOND, 600 * SECOND)?,
         };
+        let branch = c.parse("source.branch", branch_name)?;
+        let tag = c.optional("source.tag", branch_name)?;
+        let commit = c.optional("source.commit", |v| {
+            if v.len() == 40 && v.chars().all(|ch| ch.is_ascii_hexdigit()) {
+                Ok(v.to_ascii_lowercase())
+            } else {
+                Err(format!("`{v}` is not a full commit SHA (40 hex digits)"))
+            }
+        })?;
+        let follow = match (tag, commit) {
+            (Some(_), Some(_)) => {
+                return Err(c.fail(
+                    "source.commit",
+                    "set either source.tag or source.commit, not both".into(),
+                ));
+            }
+            (Some(t), None) => Follow::Tag(t),
+            (None, Some(sha)) => Follow::Commit { sha, branch },
+            (None, None) => Follow::Branch(branch),
+        };
+        let readable = |v: &str| {
+            let p = absolute_path(v)?;
+            std::fs::File::open(&p).map_err(|e| format!("cannot read {v}: {e}"))?;
+            Ok(p)
+        };
+        let verify = match c.required("source.verify")? {
+            "none" => Verify::None,
+            "ssh" => Verify::Ssh {
+                allowed_signers: c
+                    .optional("source.allowed-signers-file", readable)?
+                    .ok_or_else(|| {
+                        c.fail(
+                            "source.verify",
+                            "verify = \"ssh\" needs source.allowed-signers-file".into(),
+                        )
+                    })?,
+            },
+            "openpgp" => Verify::OpenPgp {
+                keyring: c
+                    .optional("source.keyring-file", readable)?
+                    .ok_or_else(|| {
+                        c.fail(
+                            "source.verify",
+                            "verify = \"openpgp\" needs source.keyring-file".into(),
+                        )
+                    })?,
+            },
+            other => {
+                return Err(c.fail(
+                    "source.verify",
+                    format!("`{other}` is not one of none, ssh, openpgp"),
+                ));
+            }
+        };
         let source = SourceSettings {
             url: c.optional("source.url", repository_url)?,
-            branch: c.parse("source.branch", branch_name)?,
+            follow,
+            username: c.parse("source.username", |v| {
+                if v.is_empty() || v.contains([':', '\n', '\r', '\0']) {
+                    Err("must be a user name without `:`".to_string())
+                } else {
+                    Ok(v.to_owned())
+                }
+            })?,
             token_file: c.optional("source.token-file", secret)?,
             webhook_secret_file: c.optional("source.webhook-secret-file", secret)?,
+            ca_file: c.optional("source.ca-file", readable)?,
+            keep_revisions: c.parse("source.keep-revisions", |v| match v.parse::<usize>() {
+                Ok(n) if (1..=100).contains(&n) => Ok(n),
+                _ => Err(format!("`{v}` must be a whole number from 1 to 100")),
+            })?,
+            verify,
         };
         let settings = Settings {
             state_dir: c.parse("agent.state-dir", absolute_path)?,

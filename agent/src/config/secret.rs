@@ -86,6 +86,14 @@ impl SecretFile {
     }
 }
 
+/// For tests of code that takes a [`Secret`].
+#[cfg(test)]
+pub mod tests_support {
+    pub fn secret(value: &str) -> super::Secret {
+        super::Secret(value.to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

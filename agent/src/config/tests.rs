@@ -46,6 +46,8 @@ fn defaults_alone_are_valid() {
     assert_eq!(s.reconcile.interval, Duration::from_secs(300));
     assert_eq!(s.dachs.user, "dachsroot");
     assert_eq!(s.source.url, None);
+    assert_eq!(s.source.follow, Follow::Branch("main".into()));
+    assert_eq!(s.source.verify, Verify::None);
     assert_eq!(s.reconcile.jitter, Duration::from_secs(30));
 }
 

@@ -8,7 +8,7 @@ pub mod pass;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -26,6 +26,10 @@ pub enum Trigger {
     Timer,
     /// `systemctl reload` (SIGHUP).
     Reload,
+    /// A GitLab push or tag event on `POST /hooks/gitlab`.
+    Webhook,
+    /// `vespa-agent sync`.
+    Manual,
 }
 
 impl Trigger {
@@ -34,6 +38,8 @@ impl Trigger {
             Trigger::Start => "start",
             Trigger::Timer => "timer",
             Trigger::Reload => "reload",
+            Trigger::Webhook => "webhook",
+            Trigger::Manual => "manual",
         }
     }
 }
@@ -55,7 +61,7 @@ impl Triggers {
 }
 
 pub struct Reconciler {
-    pub store: StateStore,
+    pub store: Mutex<StateStore>,
     pub runtime: Arc<Runtime>,
     pub metrics: Arc<Metrics>,
     pub settings: watch::Receiver<Arc<Settings>>,
@@ -63,6 +69,25 @@ pub struct Reconciler {
     /// Test hook (`VESPA_AGENT_DEBUG_STALL`): every pass hangs this long without a heartbeat,
     /// as a stuck stage would.
     pub debug_stall: Option<Duration>,
+    /// Failed passes in a row, for the backoff.
+    pub failures: u32,
+}
+
+/// The first retry after a failed pass comes this soon; each further failure doubles it, up to
+/// the normal interval.
+const BACKOFF_START: Duration = Duration::from_secs(5);
+
+/// How long to wait before the next pass: the interval after a success, an exponential backoff
+/// (bounded by the interval) after failures; plus jitter, so a fleet does not retry in step.
+pub fn next_delay(interval: Duration, jitter_max: Duration, failures: u32) -> Duration {
+    let base = if failures == 0 {
+        interval
+    } else {
+        BACKOFF_START
+            .saturating_mul(1 << failures.saturating_sub(1).min(16))
+            .min(interval)
+    };
+    base + jitter(jitter_max.min(base / 2))
 }
 
 /// How often the idle loop shows it is alive: often enough that a healthy loop is never
@@ -89,12 +114,18 @@ impl Reconciler {
         let mut trigger = Trigger::Start;
         loop {
             self.runtime.beat();
-            self.pass(trigger, &shutdown).await;
+            let ok = self.pass(trigger, false, &shutdown).await == Outcome::Success;
             if shutdown.is_cancelled() {
                 return;
             }
+            self.failures = if ok {
+                0
+            } else {
+                self.failures.saturating_add(1)
+            };
             let settings = self.settings.borrow().clone();
-            let delay = settings.reconcile.interval + jitter(settings.reconcile.jitter);
+            let r = &settings.reconcile;
+            let delay = next_delay(r.interval, r.jitter, self.failures);
             self.runtime.set_activity(format!(
                 "idle; next pass in {}",
                 humantime::format_duration(Duration::from_secs(delay.as_secs()))
@@ -116,10 +147,21 @@ impl Reconciler {
         }
     }
 
-    async fn pass(&mut self, trigger: Trigger, shutdown: &CancellationToken) {
+    /// Runs one pass and records it; `retry` tries a commit that failed before.
+    pub async fn pass(
+        &mut self,
+        trigger: Trigger,
+        retry: bool,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
         let started = Instant::now();
         let started_ms = now_ms();
-        let id = match self.store.begin_pass(trigger.as_str()) {
+        let begun = self
+            .store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .begin_pass(trigger.as_str());
+        let id = match begun {
             Ok(id) => Some(id),
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the pass in the state store");
@@ -138,9 +180,17 @@ impl Reconciler {
 
         // Every stage so far is safe to abandon at any await point (it only reads); a stage
         // that writes must shield its critical section from this cancellation itself.
+        let cx = pass::PassContext {
+            settings: &settings,
+            runtime: &self.runtime,
+            metrics: &self.metrics,
+            store: &self.store,
+            retry,
+            debug_stall: self.debug_stall,
+        };
         let result = tokio::select! {
             _ = shutdown.cancelled() => None,
-            r = pass::run(&settings, &self.runtime, &self.metrics, self.debug_stall) => Some(r),
+            r = pass::run(&cx) => Some(r),
         };
         let (outcome, stage, error) = match &result {
             None => (
@@ -151,9 +201,13 @@ impl Reconciler {
             Some(Ok(())) => (Outcome::Success, None, None),
             Some(Err(f)) => (Outcome::Failure, Some(f.stage), Some(f.message.clone())),
         };
-        if let Some(id) = id
-            && let Err(e) = self.store.finish_pass(id, outcome, stage, error.as_deref())
-        {
+        let finished = id.map(|id| {
+            self.store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .finish_pass(id, outcome, stage, error.as_deref())
+        });
+        if let Some(Err(e)) = finished {
             tracing::error!(error = %e, "cannot record the end of the pass in the state store");
         }
 
@@ -193,6 +247,7 @@ impl Reconciler {
             stage: stage.map(Into::into),
             error,
         });
+        outcome
     }
 }
 
@@ -218,6 +273,22 @@ mod tests {
         }
         assert_eq!(rx.try_recv().unwrap(), Trigger::Reload);
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_from_five_seconds_up_to_the_interval() {
+        let i = Duration::from_secs(300);
+        let none = Duration::ZERO;
+        assert_eq!(next_delay(i, none, 0), i);
+        assert_eq!(next_delay(i, none, 1), Duration::from_secs(5));
+        assert_eq!(next_delay(i, none, 2), Duration::from_secs(10));
+        assert_eq!(next_delay(i, none, 4), Duration::from_secs(40));
+        assert_eq!(next_delay(i, none, 10), i);
+        assert_eq!(next_delay(i, none, u32::MAX), i);
+        // Jitter never more than doubles a short backoff.
+        for _ in 0..100 {
+            assert!(next_delay(i, Duration::from_secs(30), 1) < Duration::from_millis(7500));
+        }
     }
 
     #[test]

@@ -1,12 +1,20 @@
-//! One reconcile pass: its stages in order. The pipeline in DESIGN.md grows here (fetch,
-//! validate, apply, import); today a pass checks that the local DaCHS answers ADQL.
+//! One reconcile pass: its stages in order. Today: the service repository (fetch, verify,
+//! materialize, validate, publish) and a health check of the local DaCHS. The apply and import
+//! stages of DESIGN.md slot in between.
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use crate::config::Settings;
+use crate::config::{Settings, SourceSettings, Verify};
 use crate::dachs::tap::TapClient;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
+use crate::service;
+use crate::source::fetch::{self, FetchError, FetchSpec};
+use crate::source::revisions::{RevisionError, Revisions};
+use crate::source::verify;
+use crate::state::{self, StateStore, now_ms};
 
 /// A stage that failed, with a fixed `kind` usable as a metric label and the full message.
 #[derive(Debug)]
@@ -21,39 +29,326 @@ pub struct StageFailure {
 /// alone says "available" even with PostgreSQL down).
 pub const HEALTH_QUERY: &str = "SELECT TOP 1 table_name FROM tap_schema.tables";
 
-pub async fn run(
-    settings: &Settings,
-    runtime: &Runtime,
-    metrics: &Metrics,
-    debug_stall: Option<Duration>,
-) -> Result<(), StageFailure> {
-    if let Some(stall) = debug_stall {
-        runtime.set_activity("stalled on purpose (VESPA_AGENT_DEBUG_STALL)");
-        tokio::time::sleep(stall).await;
-    }
-    health(settings, runtime, metrics).await
+pub struct PassContext<'a> {
+    pub settings: &'a Settings,
+    pub runtime: &'a Runtime,
+    pub metrics: &'a Metrics,
+    pub store: &'a Mutex<StateStore>,
+    /// Try the desired commit again even if it failed before (`sync --retry`).
+    pub retry: bool,
+    pub debug_stall: Option<Duration>,
 }
 
-async fn health(
-    settings: &Settings,
-    runtime: &Runtime,
-    metrics: &Metrics,
-) -> Result<(), StageFailure> {
-    runtime.set_activity("checking that DaCHS answers ADQL");
-    let tap = TapClient::new(&settings.dachs.url, settings.dachs.query_timeout);
+/// The store is only touched between awaits; a poisoned lock means a panic in an earlier
+/// pass, and the connection itself is still consistent (SQLite transactions).
+fn with_store<T>(store: &Mutex<StateStore>, f: impl FnOnce(&StateStore) -> T) -> T {
+    f(&store.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+pub async fn run(cx: &PassContext<'_>) -> Result<(), StageFailure> {
+    if let Some(stall) = cx.debug_stall {
+        cx.runtime
+            .set_activity("stalled on purpose (VESPA_AGENT_DEBUG_STALL)");
+        tokio::time::sleep(stall).await;
+    }
+    let source_result = match &cx.settings.source.url {
+        Some(url) => source(cx, url).await,
+        None => Ok(()),
+    };
+    if let Err(f) = &source_result {
+        cx.metrics
+            .stage_errors
+            .with_label_values(&[f.stage, f.kind])
+            .inc();
+    }
+    // The health check runs whatever the source stage said: DaCHS keeps serving the last good
+    // revision, and whether it answers is worth knowing either way.
+    let health_result = health(cx).await;
+    source_result.and(health_result)
+}
+
+/// What the blocking half of the source stage found.
+enum Prepared {
+    /// The followed commit is the applied one, and its revision is in place.
+    Unchanged { sha: String },
+    /// A new revision, written and validated, ready to publish.
+    Ready {
+        sha: String,
+        resources: usize,
+        forced: bool,
+    },
+}
+
+enum SourceError {
+    /// Reaching the repository failed: retried with backoff, the commit is not to blame.
+    Fetch(FetchError),
+    /// The commit itself is unacceptable: not retried until a newer one or `sync --retry`.
+    Commit {
+        sha: String,
+        stage: &'static str,
+        kind: &'static str,
+        message: String,
+    },
+    /// The commit failed before and is not retried.
+    KnownFailed {
+        sha: String,
+        stage: String,
+        message: String,
+    },
+    /// The local disk or the state store failed.
+    Local(String),
+}
+
+struct SourceJob {
+    state_dir: PathBuf,
+    source: SourceSettings,
+    url: String,
+    token: Option<crate::config::Secret>,
+    previous: Option<String>,
+    applied: Option<String>,
+    known_failure: Option<(String, String, String)>,
+    retry: bool,
+}
+
+/// The blocking half: git and file system work, run on the blocking pool.
+fn prepare(job: SourceJob) -> Result<Prepared, SourceError> {
+    let repo = fetch::open_mirror(&job.state_dir.join("mirror.git")).map_err(SourceError::Fetch)?;
+    if let Some(ca) = &job.source.ca_file {
+        // SAFETY: libgit2's global options are set between fetches only: one pass runs at a
+        // time and nothing else in the agent uses libgit2.
+        unsafe { git2::opts::set_ssl_cert_file(ca) }
+            .map_err(|e| SourceError::Local(format!("source.ca-file: {}", e.message())))?;
+    }
+    let spec = FetchSpec {
+        url: job.url.clone(),
+        follow: job.source.follow.clone(),
+        username: job.source.username.clone(),
+        token: job.token,
+    };
+    let fetched = fetch::fetch(&repo, &spec).map_err(SourceError::Fetch)?;
+    let sha = fetched.sha;
+    let revisions = Revisions::new(&job.state_dir);
+    if job.applied.as_deref() == Some(sha.as_str())
+        && revisions.current().as_deref() == Some(sha.as_str())
+    {
+        return Ok(Prepared::Unchanged { sha });
+    }
+    if let Some((failed_sha, stage, message)) =
+        job.known_failure.filter(|(s, ..)| *s == sha && !job.retry)
+    {
+        return Err(SourceError::KnownFailed {
+            sha: failed_sha,
+            stage,
+            message,
+        });
+    }
+    let forced = job
+        .previous
+        .as_deref()
+        .is_some_and(|old| fetch::is_force_push(&repo, old, &sha));
+    let commit_err = |stage, kind, message: String| SourceError::Commit {
+        sha: sha.clone(),
+        stage,
+        kind,
+        message,
+    };
+
+    match &job.source.verify {
+        Verify::None => {}
+        policy => verify::check(&repo, &sha, job.applied.as_deref(), policy)
+            .map_err(|e| commit_err("verify", e.kind(), e.to_string()))?,
+    }
+    let staged = revisions.stage(&repo, &sha).map_err(|e| match e {
+        RevisionError::Io { .. } => SourceError::Local(e.to_string()),
+        e => commit_err("materialize", "bad_tree", e.to_string()),
+    })?;
+    let service = service::load(staged.path())
+        .map_err(|e| commit_err("validate", "bad_service", e.to_string()))?;
+    staged
+        .accept()
+        .map_err(|e| SourceError::Local(e.to_string()))?;
+    Ok(Prepared::Ready {
+        sha,
+        resources: service.resources.len(),
+        forced,
+    })
+}
+
+async fn source(cx: &PassContext<'_>, url: &str) -> Result<(), StageFailure> {
+    let fail = |kind: &'static str, message: String| StageFailure {
+        stage: "source",
+        kind,
+        message,
+    };
+    cx.runtime
+        .set_activity(format!("fetching {}", cx.settings.source.follow.describe()));
+    let token = match &cx.settings.source.token_file {
+        Some(f) => Some(
+            f.read()
+                .map_err(|m| fail("local", format!("source.token-file: {m}")))?,
+        ),
+        None => None,
+    };
+    let (previous, applied, known_failure) = with_store(cx.store, |s| {
+        let previous = s.meta(state::DESIRED)?;
+        let applied = s.meta(state::APPLIED)?;
+        let known = match &previous {
+            Some(p) => s
+                .commit(p)?
+                .filter(|c| c.outcome.as_deref() == Some("failed"))
+                .map(|c| {
+                    (
+                        c.sha,
+                        c.stage.unwrap_or_default(),
+                        c.error.unwrap_or_default(),
+                    )
+                }),
+            None => None,
+        };
+        Ok::<_, state::StateError>((previous, applied, known))
+    })
+    .map_err(|e| fail("local", e.to_string()))?;
+
+    let job = SourceJob {
+        state_dir: cx.settings.state_dir.clone(),
+        source: cx.settings.source.clone(),
+        url: url.to_owned(),
+        token,
+        previous: previous.clone(),
+        applied: applied.clone(),
+        known_failure,
+        retry: cx.retry,
+    };
+    let started = Instant::now();
+    let prepared = tokio::task::spawn_blocking(move || prepare(job))
+        .await
+        .map_err(|e| fail("local", format!("the source stage crashed: {e}")))?;
+    cx.metrics
+        .fetch_duration
+        .observe(started.elapsed().as_secs_f64());
+
+    let result = match prepared {
+        Ok(Prepared::Unchanged { sha }) => {
+            cx.metrics.syncs.with_label_values(&["noop"]).inc();
+            tracing::debug!(commit = %sha, "service repository unchanged");
+            Ok(sha)
+        }
+        Ok(Prepared::Ready {
+            sha,
+            resources,
+            forced,
+        }) => {
+            if forced {
+                tracing::warn!(
+                    commit = %sha,
+                    previous = previous.as_deref().unwrap_or(""),
+                    "the followed ref was force-pushed: following the rewritten history"
+                );
+            }
+            publish(cx, &sha, resources).map_err(|m| fail("local", m))?;
+            cx.metrics.syncs.with_label_values(&["success"]).inc();
+            Ok(sha)
+        }
+        Err(SourceError::Fetch(e)) => {
+            cx.metrics.syncs.with_label_values(&["error"]).inc();
+            return Err(fail(e.kind(), e.to_string()));
+        }
+        Err(SourceError::Local(m)) => {
+            cx.metrics.syncs.with_label_values(&["error"]).inc();
+            return Err(fail("local", m));
+        }
+        Err(SourceError::Commit {
+            sha,
+            stage,
+            kind,
+            message,
+        }) => {
+            cx.metrics.syncs.with_label_values(&["error"]).inc();
+            with_store(cx.store, |s| {
+                s.set_meta(state::DESIRED, &sha)?;
+                s.record_commit(&sha, Some("failed"), Some(stage), Some(&message))
+            })
+            .map_err(|e| fail("local", e.to_string()))?;
+            tracing::error!(commit = %sha, stage, error = %message, "commit rejected; the last good revision keeps serving");
+            Err(fail(
+                kind,
+                format!("commit {sha} rejected at {stage}: {message}"),
+            ))
+        }
+        Err(SourceError::KnownFailed {
+            sha,
+            stage,
+            message,
+        }) => {
+            cx.metrics.syncs.with_label_values(&["noop"]).inc();
+            Err(fail(
+                "failed_commit",
+                format!(
+                    "commit {sha} failed at {stage} and is not retried: {message} (push a newer \
+                     commit, or run `vespa-agent sync --retry`)"
+                ),
+            ))
+        }
+    };
+    // Whatever happened, show the revisions as the store now has them.
+    if let Ok((failed, desired, applied)) = with_store(cx.store, |s| {
+        Ok::<_, state::StateError>((
+            s.failed_commits()?,
+            s.meta(state::DESIRED)?,
+            s.meta(state::APPLIED)?,
+        ))
+    }) {
+        cx.metrics.failed_commits.set(failed);
+        if let Some(d) = &desired {
+            cx.metrics.set_revision("desired", d);
+        }
+        if let Some(a) = &applied {
+            cx.metrics.set_revision("applied", a);
+        }
+        cx.runtime.set_revisions(desired, applied);
+    }
+    result.map(|_| {
+        cx.metrics.source_last_success.set(now_ms() as f64 / 1000.0);
+    })
+}
+
+/// The revision passed every check: make it the applied one, then tidy old revisions.
+fn publish(cx: &PassContext<'_>, sha: &str, resources: usize) -> Result<(), String> {
+    let state_dir: &Path = &cx.settings.state_dir;
+    let revisions = Revisions::new(state_dir);
+    with_store(cx.store, |s| s.set_meta(state::DESIRED, sha)).map_err(|e| e.to_string())?;
+    revisions.publish(sha).map_err(|e| e.to_string())?;
+    with_store(cx.store, |s| {
+        s.record_commit(sha, Some("applied"), None, None)?;
+        s.set_meta(state::APPLIED, sha)
+    })
+    .map_err(|e| e.to_string())?;
+    tracing::info!(commit = %sha, resources, "revision published: current -> revisions/{sha}");
+    match revisions.prune(cx.settings.source.keep_revisions, &[sha]) {
+        Ok(removed) if !removed.is_empty() => tracing::debug!(?removed, "old revisions removed"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot remove old revisions"),
+    }
+    Ok(())
+}
+
+async fn health(cx: &PassContext<'_>) -> Result<(), StageFailure> {
+    cx.runtime.set_activity("checking that DaCHS answers ADQL");
+    let dachs = &cx.settings.dachs;
+    let tap = TapClient::new(&dachs.url, dachs.query_timeout);
     match tap.query(HEALTH_QUERY).await {
         Ok(_) => {
-            metrics.dachs_up.set(1);
-            runtime.set_dachs_error(None);
+            cx.metrics.dachs_up.set(1);
+            cx.runtime.set_dachs_error(None);
             Ok(())
         }
         Err(e) => {
-            metrics.dachs_up.set(0);
-            metrics
+            cx.metrics.dachs_up.set(0);
+            cx.metrics
                 .stage_errors
                 .with_label_values(&["health", e.kind()])
                 .inc();
-            runtime.set_dachs_error(Some(e.to_string()));
+            cx.runtime.set_dachs_error(Some(e.to_string()));
             Err(StageFailure {
                 stage: "health",
                 kind: e.kind(),

@@ -1,0 +1,208 @@
+//! Fetching the followed commit of the service repository into a private bare mirror with
+//! libgit2. A poll first asks the server for its refs (one round trip); only when the tip is a
+//! commit the mirror lacks does it download objects, so a no-change poll costs one request.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+
+use git2::{AutotagOption, Cred, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
+
+use crate::config::Secret;
+
+/// What to follow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Follow {
+    Branch(String),
+    Tag(String),
+    /// A pinned commit, which must be on the branch.
+    Commit {
+        sha: String,
+        branch: String,
+    },
+}
+
+impl Follow {
+    fn remote_ref(&self) -> String {
+        match self {
+            Follow::Branch(b) | Follow::Commit { branch: b, .. } => format!("refs/heads/{b}"),
+            Follow::Tag(t) => format!("refs/tags/{t}"),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Follow::Branch(b) => format!("branch {b}"),
+            Follow::Tag(t) => format!("tag {t}"),
+            Follow::Commit { sha, branch } => format!("commit {sha} on branch {branch}"),
+        }
+    }
+}
+
+pub struct FetchSpec {
+    /// Never carries credentials (the configuration refuses them).
+    pub url: String,
+    pub follow: Follow,
+    pub username: String,
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fetched {
+    pub sha: String,
+    /// Objects were downloaded (false: the mirror already had the commit).
+    pub downloaded: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{url}: authentication failed; check source.token-file and source.username")]
+    Auth { url: String },
+    #[error("{url}: {what} does not exist (deleted, renamed, or never pushed)")]
+    RefMissing { url: String, what: String },
+    #[error("{url}: pinned commit {sha} is not on branch {branch}")]
+    NotOnBranch {
+        url: String,
+        sha: String,
+        branch: String,
+    },
+    #[error("{url}: cannot fetch: {reason}")]
+    Remote { url: String, reason: String },
+    #[error("local mirror {}: {reason}", path.display())]
+    Mirror { path: PathBuf, reason: String },
+}
+
+impl FetchError {
+    /// A small fixed set, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FetchError::Auth { .. } => "auth",
+            FetchError::RefMissing { .. } | FetchError::NotOnBranch { .. } => "ref_missing",
+            FetchError::Remote { .. } => "unreachable",
+            FetchError::Mirror { .. } => "local",
+        }
+    }
+}
+
+/// Opens the agent's bare mirror, creating it on first use.
+pub fn open_mirror(path: &Path) -> Result<Repository, FetchError> {
+    let mirror = |e: git2::Error| FetchError::Mirror {
+        path: path.to_owned(),
+        reason: e.message().to_owned(),
+    };
+    match Repository::open_bare(path) {
+        Ok(r) => Ok(r),
+        Err(_) if !path.exists() => Repository::init_bare(path).map_err(mirror),
+        Err(e) => Err(mirror(e)),
+    }
+}
+
+/// Credentials for one connection. libgit2 asks again after every 401, up to 15 times; a second
+/// request means the token was refused, so it fails at once instead.
+fn callbacks<'a>(spec: &'a FetchSpec, refused: &'a Cell<bool>) -> RemoteCallbacks<'a> {
+    let asked = Cell::new(0u32);
+    let mut cb = RemoteCallbacks::new();
+    cb.credentials(move |_url, _user, _allowed| {
+        asked.set(asked.get() + 1);
+        match &spec.token {
+            Some(token) if asked.get() == 1 => {
+                Cred::userpass_plaintext(&spec.username, token.expose())
+            }
+            _ => {
+                refused.set(true);
+                Err(git2::Error::from_str("authentication failed"))
+            }
+        }
+    });
+    cb
+}
+
+fn remote_error(spec: &FetchSpec, refused: &Cell<bool>, e: &git2::Error) -> FetchError {
+    if refused.get() || e.code() == git2::ErrorCode::Auth {
+        return FetchError::Auth {
+            url: spec.url.clone(),
+        };
+    }
+    FetchError::Remote {
+        url: spec.url.clone(),
+        reason: e.message().to_owned(),
+    }
+}
+
+/// Brings the followed commit into `repo` and returns its SHA.
+pub fn fetch(repo: &Repository, spec: &FetchSpec) -> Result<Fetched, FetchError> {
+    let wanted = spec.follow.remote_ref();
+    let refused = Cell::new(false);
+    let mut remote = repo
+        .remote_anonymous(&spec.url)
+        .map_err(|e| remote_error(spec, &refused, &e))?;
+
+    // 1. The ref advertisement: the tip, and whether the ref exists at all.
+    let tip = {
+        let conn = remote
+            .connect_auth(Direction::Fetch, Some(callbacks(spec, &refused)), None)
+            .map_err(|e| remote_error(spec, &refused, &e))?;
+        let heads = conn.list().map_err(|e| remote_error(spec, &refused, &e))?;
+        // An annotated tag is advertised twice; the peeled entry (`^{}`) names its commit.
+        let peeled = format!("{wanted}^{{}}");
+        heads
+            .iter()
+            .find(|h| h.name() == peeled)
+            .or_else(|| heads.iter().find(|h| h.name() == wanted))
+            .map(|h| h.oid())
+    };
+    let Some(tip) = tip else {
+        return Err(FetchError::RefMissing {
+            url: spec.url.clone(),
+            what: spec.follow.describe(),
+        });
+    };
+
+    // 2. Objects, only if the mirror lacks the tip.
+    let has = |oid: Oid| repo.find_commit(oid).is_ok();
+    let downloaded = !has(tip);
+    if downloaded {
+        let refused = Cell::new(false);
+        let mut fo = FetchOptions::new();
+        fo.remote_callbacks(callbacks(spec, &refused))
+            .download_tags(AutotagOption::None)
+            .update_fetchhead(false);
+        let refspec = format!("+{wanted}:refs/vespa/followed");
+        remote
+            .fetch(&[refspec.as_str()], Some(&mut fo), None)
+            .map_err(|e| remote_error(spec, &refused, &e))?;
+        if !has(tip) {
+            return Err(FetchError::Remote {
+                url: spec.url.clone(),
+                reason: format!("the server advertised {tip} but did not send it"),
+            });
+        }
+    }
+
+    let sha = match &spec.follow {
+        Follow::Commit { sha, branch } => {
+            let pinned = Oid::from_str(sha).ok().filter(|o| has(*o));
+            let on_branch = pinned
+                .is_some_and(|p| p == tip || repo.graph_descendant_of(tip, p).unwrap_or(false));
+            if !on_branch {
+                return Err(FetchError::NotOnBranch {
+                    url: spec.url.clone(),
+                    sha: sha.clone(),
+                    branch: branch.clone(),
+                });
+            }
+            sha.clone()
+        }
+        _ => tip.to_string(),
+    };
+    Ok(Fetched { sha, downloaded })
+}
+
+/// True when `new` does not contain `old` in its history: the branch was rewritten.
+pub fn is_force_push(repo: &Repository, old: &str, new: &str) -> bool {
+    let (Ok(old), Ok(new)) = (Oid::from_str(old), Oid::from_str(new)) else {
+        return false;
+    };
+    old != new
+        && repo.find_commit(old).is_ok()
+        && !repo.graph_descendant_of(new, old).unwrap_or(false)
+}
