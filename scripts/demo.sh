@@ -1,9 +1,12 @@
 #!/bin/bash
 # The main job on the embedded default, on this machine:
 #   sudo bash scripts/demo.sh
-# Installs and starts PostgreSQL 15 + DaCHS 2.7 (scripts/setup-dachs.sh), builds the agent, runs
-# `vespa-agent run` in the background with a configuration under $DEMO_DIR, waits until it is
-# ready, and prints where to look. Re-running it restarts the agent.
+# Installs and starts PostgreSQL 15 + DaCHS 2.7 (scripts/setup-dachs.sh), builds the agent, makes
+# the example service repository (examples/service) a local git repository and the example
+# granules (examples/granules) a local collection, runs `vespa-agent run` in the background
+# following that repository, with its configuration and state under $DEMO_DIR, waits until it is
+# ready, and prints where to look. Re-running it commits any change to examples/service and
+# restarts the agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -14,8 +17,24 @@ DEMO_DIR=${DEMO_DIR:-/var/tmp/vespa-agent-demo}
 PORT=${AGENT_PORT:-9471}
 DACHS=http://127.0.0.1:8080
 
-ensure_packages build-essential pkg-config libssl-dev curl ca-certificates
+ensure_packages build-essential pkg-config libssl-dev curl ca-certificates git
 bash scripts/setup-dachs.sh
+
+# The provider's side: the service repository (here a local git repository standing in for
+# GitLab) and the granule collection it names (here a local directory standing in for B2SAFE).
+REPO=$DEMO_DIR/service
+GRANULES=/srv/vespa-example/granules
+log "service repository $REPO, granules $GRANULES"
+mkdir -p "$REPO" "$GRANULES"
+cp -r examples/granules/. "$GRANULES/"
+demo_git() {
+  git -C "$REPO" -c user.name="VESPA demo" -c user.email=demo@localhost \
+    -c init.defaultBranch=main "$@"
+}
+[ -d "$REPO/.git" ] || demo_git init -q
+cp -r examples/service/. "$REPO/"
+demo_git add -A
+demo_git diff --cached --quiet HEAD 2>/dev/null || demo_git commit -q -m "the example service"
 
 log "building vespa-agent (release)"
 cargo build --release --locked -q
@@ -41,6 +60,10 @@ jitter = "5s"
 
 [dachs]
 url = "$DACHS"
+
+[source]
+url = "$REPO"
+branch = "main"
 TOML
 A=("$BIN" --config-dir "$DEMO_DIR/etc" --vendor-config-dir "$DEMO_DIR/none" --runtime-config-dir "$DEMO_DIR/none")
 "${A[@]}" check-config >/dev/null
@@ -63,6 +86,8 @@ vespa-agent is running (pid $(cat "$DEMO_DIR/agent.pid")), converging this node 
   TAP service      $DACHS/tap
   sample ADQL      $query
   answer           $answer
+  service repo     $REPO (branch main); commit there, then: ${A[*]} sync
+  applied          $DEMO_DIR/state/current -> $(readlink "$DEMO_DIR/state/current")
   agent status     ${A[*]} status
   metrics          http://127.0.0.1:$PORT/metrics
   health           http://127.0.0.1:$PORT/healthz  http://127.0.0.1:$PORT/readyz

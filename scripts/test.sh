@@ -2,9 +2,9 @@
 # The test command: installs what is missing, brings up the real peers, and runs every check.
 #   sudo bash scripts/test.sh
 # Steps: Debian build and test packages; PostgreSQL 15 + DaCHS 2.7 (scripts/setup-dachs.sh);
-# cargo fmt --check; cargo clippy -D warnings; cargo test (unit tests, and integration tests that
-# drive the real binary against the real DaCHS). With CI=true a test whose component is missing
-# fails instead of skipping.
+# cargo fmt --check; mandoc lint of man/; cargo clippy -D warnings; cargo test (unit tests, and
+# integration tests that drive the real binary against the real DaCHS and a real smart-HTTP git
+# server). With CI=true a test whose component is missing fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -14,13 +14,20 @@ ensure_rust rustfmt clippy
 log "build and test packages"
 # build-essential, pkg-config, libssl-dev: the C parts of the dependencies (SQLite, OpenSSL).
 # prometheus: promtool, which lints what /metrics serves.
-ensure_packages build-essential pkg-config libssl-dev curl ca-certificates prometheus
+# git, nginx-light, fcgiwrap, apache2-utils: a GitLab-like smart-HTTP git server with token auth.
+# openssh-client, gnupg, gpgv: signing test commits and verifying them, as the agent does.
+# mandoc: lints the man pages.
+ensure_packages build-essential pkg-config libssl-dev curl ca-certificates prometheus \
+  git nginx-light fcgiwrap apache2-utils openssh-client gnupg gpgv openssl mandoc
 
 log "PostgreSQL 15 and DaCHS 2.7"
 bash scripts/setup-dachs.sh
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+
+log "man pages (mandoc -T lint -W warning)"
+mandoc -T lint -W warning man/*.[1-9]
 
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -51,6 +51,13 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION")
     );
 
+    let control = crate::control::bind(&settings.state_dir).with_context(|| {
+        format!(
+            "cannot create the control socket {}",
+            crate::control::socket_path(&settings.state_dir).display()
+        )
+    })?;
+
     let metrics = Arc::new(Metrics::new());
     let runtime = Arc::new(Runtime::new(
         settings.reconcile.stall_timeout,
@@ -74,6 +81,12 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             hooks: hooks.clone(),
         },
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::control::serve(
+        control,
+        runtime.clone(),
+        triggers.clone(),
         shutdown.clone(),
     ));
     let loop_task = tokio::spawn(
@@ -126,9 +139,27 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `vespa-agent sync`: one pass in this process, with the same stages as the daemon's.
+/// `vespa-agent sync`: one pass in this process, with the same stages as the daemon's; or, when
+/// a daemon holds the state directory, one pass of that daemon's, asked for on its control socket.
 pub async fn sync_once(settings: Settings, retry: bool) -> anyhow::Result<std::process::ExitCode> {
-    let store = StateStore::open(&settings.state_dir)?;
+    let store = match StateStore::open(&settings.state_dir) {
+        Ok(store) => store,
+        Err(crate::state::StateError::Locked { .. }) => {
+            eprintln!("vespa-agent: the daemon is running; asking it for a pass");
+            let record = crate::control::request_sync(&settings.state_dir, retry)
+                .await
+                .context("sync")?;
+            return Ok(sync_result(
+                record.outcome,
+                record.error,
+                crate::state::StateReader::open(&settings.state_dir)
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.meta(crate::state::APPLIED).ok().flatten()),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     store.close_interrupted()?;
     let runtime = Arc::new(Runtime::new(
         settings.reconcile.stall_timeout,
@@ -150,20 +181,28 @@ pub async fn sync_once(settings: Settings, retry: bool) -> anyhow::Result<std::p
         .pass(Trigger::Manual, retry, &CancellationToken::new())
         .await;
     let report = runtime.report();
-    if let Some(applied) = &report.applied_revision {
-        println!("applied revision: {applied}");
-    }
-    if outcome == crate::state::Outcome::Success {
-        println!("sync: success");
-        return Ok(std::process::ExitCode::SUCCESS);
-    }
-    let reason = report
+    let error = report
         .last_pass
         .as_ref()
-        .and_then(|p| p.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| "unknown".into());
+        .and_then(|p| p.get("error").and_then(|e| e.as_str()).map(str::to_owned));
+    Ok(sync_result(Some(outcome), error, report.applied_revision))
+}
+
+fn sync_result(
+    outcome: Option<crate::state::Outcome>,
+    error: Option<String>,
+    applied: Option<String>,
+) -> std::process::ExitCode {
+    if let Some(applied) = &applied {
+        println!("applied revision: {applied}");
+    }
+    if outcome == Some(crate::state::Outcome::Success) {
+        println!("sync: success");
+        return std::process::ExitCode::SUCCESS;
+    }
+    let reason = error.unwrap_or_else(|| "unknown".into());
     eprintln!("vespa-agent: sync failed: {reason}");
-    Ok(std::process::ExitCode::from(crate::exit::FAILURE))
+    std::process::ExitCode::from(crate::exit::FAILURE)
 }
 
 /// Re-reads the configuration. A valid one replaces the settings for the next pass; an invalid

@@ -7,15 +7,19 @@
 //! - [`cli`]: the command line; one dispatch point, exit codes from [`exit`].
 //! - [`config`]: configuration files -> merged values with their origins -> validated settings.
 //! - [`daemon`]: `run`; the supervisor (signals, reload, bounded shutdown, watchdog).
+//! - [`control`]: the control socket through which `sync` asks a running daemon for a pass.
+//! - [`source`], [`hooks`]: the service repository (fetch, verify, revisions) and its webhook.
+//! - [`service`]: the vespa-service.toml contract.
 //! - [`reconcile`]: the loop (triggers, coalescing, heartbeat) and the stages of one pass.
 //! - [`dachs`]: the local DaCHS server (TAP queries; later the `dachs` commands).
-//! - [`state`]: the SQLite state store (passes; later revisions and granules).
+//! - [`state`]: the SQLite state store (passes, commits; later granules).
 //! - [`runtime`]: the live status shared by the loop, the endpoints and the watchdog.
 //! - [`metrics`], [`http`]: what Prometheus and operators read.
 //! - [`systemd`], [`logging`]: sd_notify and journald.
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dachs;
 pub mod daemon;
 pub mod exit;

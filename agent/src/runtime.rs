@@ -19,6 +19,10 @@ pub struct Runtime {
     heartbeat_ms: AtomicU64,
     stall_timeout_ms: AtomicU64,
     ready: AtomicBool,
+    /// Set by `sync --retry` on the control socket, taken by the next pass.
+    retry_requested: AtomicBool,
+    /// Each finished pass, for the control socket's waiting clients.
+    passes: tokio::sync::watch::Sender<Option<PassRecord>>,
     inner: Mutex<Inner>,
 }
 
@@ -69,6 +73,8 @@ impl Runtime {
             heartbeat_ms: AtomicU64::new(0),
             stall_timeout_ms: AtomicU64::new(stall_timeout.as_millis() as u64),
             ready: AtomicBool::new(false),
+            retry_requested: AtomicBool::new(false),
+            passes: tokio::sync::watch::Sender::new(None),
             inner: Mutex::new(Inner {
                 activity: "starting".into(),
                 config_files,
@@ -123,7 +129,22 @@ impl Runtime {
     }
 
     pub fn set_last_pass(&self, pass: PassRecord) {
-        lock(&self.inner).last_pass = Some(pass);
+        lock(&self.inner).last_pass = Some(pass.clone());
+        self.passes.send_replace(Some(pass));
+    }
+
+    /// Finished passes, as they finish.
+    pub fn subscribe_passes(&self) -> tokio::sync::watch::Receiver<Option<PassRecord>> {
+        self.passes.subscribe()
+    }
+
+    /// The next pass retries a commit that failed before.
+    pub fn request_retry(&self) {
+        self.retry_requested.store(true, Ordering::Relaxed);
+    }
+
+    pub fn take_retry(&self) -> bool {
+        self.retry_requested.swap(false, Ordering::Relaxed)
     }
 
     pub fn set_revisions(&self, desired: Option<String>, applied: Option<String>) {

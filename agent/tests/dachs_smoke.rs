@@ -8,23 +8,10 @@ use std::time::Duration;
 use common::*;
 use vespa_agent::dachs::tap::{TapClient, TapError};
 
-/// Where the harness's DaCHS answers (scripts/setup-dachs.sh).
-fn dachs_url() -> String {
-    std::env::var("VESPA_TEST_DACHS_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into())
-}
-
-fn dachs_available() -> bool {
-    get(&format!(
-        "{}/tap/availability",
-        dachs_url().trim_start_matches("http://")
-    ))
-    .is_some_and(|(c, b)| c == 200 && b.contains("true"))
-}
-
 #[tokio::test]
 async fn real_dachs_answers_adql_and_reports_errors_with_its_own_message() {
-    if !dachs_available() {
-        return missing("a DaCHS server (scripts/setup-dachs.sh)");
+    if !require_dachs() {
+        return;
     }
     let tap = TapClient::new(&dachs_url(), Duration::from_secs(30));
     let a = tap
@@ -48,8 +35,8 @@ async fn real_dachs_answers_adql_and_reports_errors_with_its_own_message() {
 
 #[test]
 fn agent_becomes_ready_against_real_dachs() {
-    if !dachs_available() {
-        return missing("a DaCHS server (scripts/setup-dachs.sh)");
+    if !require_dachs() {
+        return;
     }
     let home = Home::new(&dachs_url(), "");
     let _agent = Agent::start(&home, |_| {});

@@ -28,7 +28,7 @@ pub enum Trigger {
     Reload,
     /// A GitLab push or tag event on `POST /hooks/gitlab`.
     Webhook,
-    /// `vespa-agent sync`.
+    /// `vespa-agent sync`, in its own process or through the daemon's control socket.
     Manual,
 }
 
@@ -114,7 +114,8 @@ impl Reconciler {
         let mut trigger = Trigger::Start;
         loop {
             self.runtime.beat();
-            let ok = self.pass(trigger, false, &shutdown).await == Outcome::Success;
+            let retry = self.runtime.take_retry();
+            let ok = self.pass(trigger, retry, &shutdown).await == Outcome::Success;
             if shutdown.is_cancelled() {
                 return;
             }

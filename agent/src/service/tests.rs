@@ -100,3 +100,48 @@ fn an_empty_service_is_valid_and_a_missing_file_is_not() {
             .contains("regular file")
     );
 }
+
+/// The keys the parser knows in each table, read from its own "unknown key" message, so a key
+/// added to the code but not to the man page fails here.
+fn known_keys(table_prefix: &str, t: &Path) -> Vec<String> {
+    let text = format!("{table_prefix}\nno-such-key = 1\n");
+    let err = parse(&text, t).unwrap_err().to_string();
+    let list = err
+        .split_once("known keys here are ")
+        .unwrap_or_else(|| panic!("{err}"))
+        .1;
+    list.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_man_page_documents_every_key() {
+    let t = tree();
+    let man = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../man/vespa-service.toml.5"),
+    )
+    .unwrap();
+    let tables = [
+        "",
+        "[server]",
+        "[[resource]]\ndir = \"epnlab\"",
+        "[[resource]]\ndir = \"epnlab\"\n[[resource.collection]]\nname = \"g\"\nsource = \"/srv\"",
+    ];
+    let mut n = 0;
+    for table in tables {
+        for key in known_keys(table, t.path()) {
+            n += 1;
+            if key == "server" || key == "resource" || key == "collection" {
+                continue;
+            }
+            assert!(
+                man.contains(&format!(".It Cm {key} ")),
+                "vespa-service.toml(5) does not document `{key}`"
+            );
+        }
+    }
+    assert!(n >= 15, "only {n} keys found");
+}

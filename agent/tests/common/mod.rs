@@ -3,6 +3,8 @@
 //! agent's own log is printed, so a red test says what the agent saw.
 #![allow(dead_code)]
 
+pub mod git;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
@@ -266,4 +268,52 @@ pub fn metric(body: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// A minimal HTTP/1.0 POST with extra headers: (status, body).
+pub fn post(addr_path: &str, headers: &[(&str, &str)], body: &str) -> Option<(u16, String)> {
+    let (addr, path) = addr_path.split_at(addr_path.find('/').unwrap_or(addr_path.len()));
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut req = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split(' ').nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// Where the harness's DaCHS answers (scripts/setup-dachs.sh).
+pub fn dachs_url() -> String {
+    std::env::var("VESPA_TEST_DACHS_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into())
+}
+
+/// True when the harness's DaCHS answers; under CI its absence fails the test.
+pub fn require_dachs() -> bool {
+    let up = get(&format!(
+        "{}/tap/availability",
+        dachs_url().trim_start_matches("http://")
+    ))
+    .is_some_and(|(c, b)| c == 200 && b.contains("true"));
+    if !up {
+        missing("a DaCHS server (scripts/setup-dachs.sh)");
+    }
+    up
+}
+
+/// Writes a secret file readable by its owner only.
+pub fn secret_file(home: &Home, rel: &str, value: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = home.write(rel, value);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
 }

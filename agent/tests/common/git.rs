@@ -1,0 +1,277 @@
+//! A GitLab-like git server for tests: `git http-backend` behind nginx and fcgiwrap, with HTTP
+//! basic auth for `oauth2:<token>` (how GitLab takes deploy and access tokens), over plain HTTP
+//! and HTTPS with a self-signed certificate. Plus a work tree to make, sign and push commits.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{eventually, free_port, missing};
+
+pub const TOKEN: &str = "glpat-test-token-9f8e7d6c5b4a";
+
+pub struct GitServer {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub tls_port: u16,
+    nginx: Option<Child>,
+    fcgiwrap: Option<Child>,
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// git with an identity and no user or system configuration.
+pub fn git(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Provider")
+        .env("GIT_AUTHOR_EMAIL", "provider@example.org")
+        .env("GIT_COMMITTER_NAME", "Provider")
+        .env("GIT_COMMITTER_EMAIL", "provider@example.org");
+    c
+}
+
+fn have(bin: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl GitServer {
+    /// `None` (after failing under CI) when nginx, fcgiwrap or htpasswd is missing.
+    pub fn start() -> Option<GitServer> {
+        for bin in ["nginx", "fcgiwrap", "htpasswd", "openssl"] {
+            if !have(bin) && !Path::new(&format!("/usr/sbin/{bin}")).exists() {
+                missing(&format!("{bin} (the test command installs it)"));
+                return None;
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_owned();
+        let d = d.as_path();
+        for sub in ["repos/ops", "tmp", "logs", "work"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let bare = d.join("repos/ops/service.git");
+        run(git(d)
+            .args(["init", "-q", "--bare", "-b", "main"])
+            .arg(&bare));
+        run(git(&bare).args(["config", "http.receivepack", "false"]));
+        // GitLab lets a maintainer delete the default branch; so does this server.
+        run(git(&bare).args(["config", "receive.denyDeleteCurrent", "ignore"]));
+        run(Command::new("htpasswd")
+            .args(["-bc"])
+            .arg(d.join("htpasswd"))
+            .args(["oauth2", TOKEN]));
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .args([
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                "-keyout",
+            ])
+            .arg(d.join("tls.key"))
+            .arg("-out")
+            .arg(d.join("tls.crt"))
+            .stderr(Stdio::null()));
+        let mut s = GitServer {
+            port: free_port(),
+            tls_port: free_port(),
+            dir,
+            nginx: None,
+            fcgiwrap: None,
+        };
+        s.up();
+        // The work tree that provider commits are made in, pushed to the bare repository directly.
+        let work = s.work();
+        run(git(d).args(["clone", "-q"]).arg(&bare).arg(&work));
+        run(git(&work).args(["checkout", "-q", "-b", "main"]));
+        Some(s)
+    }
+
+    fn conf(&self) -> String {
+        let d = self.dir.path().display();
+        format!(
+            r#"worker_processes 1; daemon off; user root; pid {d}/nginx.pid; error_log {d}/logs/error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log {d}/logs/access.log;
+  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy; fastcgi_temp_path {d}/tmp/fastcgi;
+  uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{tls} ssl;
+    ssl_certificate {d}/tls.crt; ssl_certificate_key {d}/tls.key;
+    location ~ ^/.+\.git/(info/refs|git-upload-pack|HEAD|objects/.*)$ {{
+      auth_basic "GitLab-like"; auth_basic_user_file {d}/htpasswd;
+      client_max_body_size 0;
+      include /etc/nginx/fastcgi_params;
+      fastcgi_param SCRIPT_FILENAME /usr/lib/git-core/git-http-backend;
+      fastcgi_param GIT_PROJECT_ROOT {d}/repos;
+      fastcgi_param GIT_HTTP_EXPORT_ALL "";
+      fastcgi_param PATH_INFO $uri;
+      fastcgi_param REMOTE_USER $remote_user;
+      fastcgi_pass unix:{d}/fcgiwrap.sock;
+    }}
+  }}
+}}
+"#,
+            port = self.port,
+            tls = self.tls_port
+        )
+    }
+
+    /// Starts (or restarts) the server and waits until it answers.
+    pub fn up(&mut self) {
+        let d = self.dir.path().to_owned();
+        let sock = d.join("fcgiwrap.sock");
+        let _ = std::fs::remove_file(&sock);
+        self.fcgiwrap = Some(
+            Command::new("fcgiwrap")
+                .args(["-c", "4", "-s"])
+                .arg(format!("unix:{}", sock.display()))
+                .process_group(0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        std::fs::write(d.join("nginx.conf"), self.conf()).unwrap();
+        self.nginx = Some(
+            Command::new("nginx")
+                .arg("-c")
+                .arg(d.join("nginx.conf"))
+                .process_group(0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        eventually("nginx to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port))
+                .ok()
+                .filter(|_| sock.exists())
+        });
+    }
+
+    /// Stops nginx and fcgiwrap (GitLab down). Each runs in its own process group, killed
+    /// whole: nginx's worker and fcgiwrap's forked children would otherwise outlive the test
+    /// and keep its output pipe open.
+    pub fn down(&mut self) {
+        for mut child in [self.nginx.take(), self.fcgiwrap.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/ops/service.git", self.port)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}/ops/service.git", self.tls_port)
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls.crt")
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn bare(&self) -> PathBuf {
+        self.dir.path().join("repos/ops/service.git")
+    }
+
+    /// Requests the server has answered so far (nginx's access log).
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("logs/access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Writes files into the work tree (a `None` body deletes), commits with `extra` git
+    /// arguments (signing options), and returns the new commit's SHA. Not pushed.
+    pub fn commit(&self, files: &[(&str, Option<&str>)], msg: &str, extra: &[&str]) -> String {
+        let w = self.work();
+        for (path, body) in files {
+            let p = w.join(path);
+            match body {
+                Some(b) => {
+                    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                    std::fs::write(&p, b).unwrap();
+                }
+                None => {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+        run(git(&w).args(["add", "-A"]));
+        run(git(&w)
+            .args(extra)
+            .args(["commit", "-q", "--allow-empty", "-m", msg]));
+        run(git(&w).args(["rev-parse", "HEAD"]))
+    }
+
+    /// Copies the example service repository into the work tree and commits it.
+    pub fn commit_example(&self, extra: &[&str]) -> String {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/service");
+        run(Command::new("cp")
+            .arg("-r")
+            .arg(format!("{}/.", src.display()))
+            .arg(self.work()));
+        self.commit(&[], "the example service", extra)
+    }
+
+    /// Pushes the work tree's main to the server (forced, so a rewritten history goes too).
+    pub fn push(&self) {
+        run(git(&self.work()).args(["push", "-q", "-f", "origin", "main"]));
+    }
+
+    pub fn tip(&self) -> String {
+        run(git(&self.bare()).args(["rev-parse", "main"]))
+    }
+
+    /// Runs any git command in the work tree.
+    pub fn git(&self, args: &[&str]) -> String {
+        run(git(&self.work()).args(args))
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
