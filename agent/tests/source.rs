@@ -29,12 +29,6 @@ fn home_for(url: &str, extra: &str) -> Home {
     home
 }
 
-fn current(home: &Home) -> Option<String> {
-    std::fs::read_link(home.path("state/current"))
-        .ok()
-        .map(|t| t.display().to_string())
-}
-
 fn assert_no_secrets(what: &str, text: &str) {
     for s in [TOKEN, HOOK_SECRET, "glpat-wrong"] {
         assert!(!text.contains(s), "{what} contains a secret:\n{text}");

@@ -128,6 +128,9 @@ fn remote_error(spec: &FetchSpec, refused: &Cell<bool>, e: &git2::Error) -> Fetc
     }
 }
 
+/// Where the mirror keeps the followed tip.
+const FOLLOWED_REF: &str = "refs/vespa/followed";
+
 /// Brings the followed commit into `repo` and returns its SHA.
 pub fn fetch(repo: &Repository, spec: &FetchSpec) -> Result<Fetched, FetchError> {
     let wanted = spec.follow.remote_ref();
@@ -137,10 +140,13 @@ pub fn fetch(repo: &Repository, spec: &FetchSpec) -> Result<Fetched, FetchError>
         .map_err(|e| remote_error(spec, &refused, &e))?;
 
     // 1. The ref advertisement: the tip, and whether the ref exists at all.
+    // 2. Objects, only if the mirror lacks the tip, on the same connection: a second connect
+    //    would ask for the advertisement (and the credentials) again.
+    let has = |oid: Oid| repo.find_commit(oid).is_ok();
+    let mut conn = remote
+        .connect_auth(Direction::Fetch, Some(callbacks(spec, &refused)), None)
+        .map_err(|e| remote_error(spec, &refused, &e))?;
     let tip = {
-        let conn = remote
-            .connect_auth(Direction::Fetch, Some(callbacks(spec, &refused)), None)
-            .map_err(|e| remote_error(spec, &refused, &e))?;
         let heads = conn.list().map_err(|e| remote_error(spec, &refused, &e))?;
         // An annotated tag is advertised twice; the peeled entry (`^{}`) names its commit.
         let peeled = format!("{wanted}^{{}}");
@@ -156,19 +162,15 @@ pub fn fetch(repo: &Repository, spec: &FetchSpec) -> Result<Fetched, FetchError>
             what: spec.follow.describe(),
         });
     };
-
-    // 2. Objects, only if the mirror lacks the tip.
-    let has = |oid: Oid| repo.find_commit(oid).is_ok();
     let downloaded = !has(tip);
     if downloaded {
-        let refused = Cell::new(false);
         let mut fo = FetchOptions::new();
         fo.remote_callbacks(callbacks(spec, &refused))
             .download_tags(AutotagOption::None)
             .update_fetchhead(false);
-        let refspec = format!("+{wanted}:refs/vespa/followed");
-        remote
-            .fetch(&[refspec.as_str()], Some(&mut fo), None)
+        let refspec = format!("+{wanted}:{FOLLOWED_REF}");
+        conn.remote()
+            .download(&[refspec.as_str()], Some(&mut fo))
             .map_err(|e| remote_error(spec, &refused, &e))?;
         if !has(tip) {
             return Err(FetchError::Remote {
@@ -176,7 +178,14 @@ pub fn fetch(repo: &Repository, spec: &FetchSpec) -> Result<Fetched, FetchError>
                 reason: format!("the server advertised {tip} but did not send it"),
             });
         }
+        // A ref keeps the objects reachable in the mirror.
+        repo.reference(FOLLOWED_REF, tip, true, "vespa-agent fetch")
+            .map_err(|e| FetchError::Mirror {
+                path: repo.path().to_owned(),
+                reason: e.message().to_owned(),
+            })?;
     }
+    drop(conn);
 
     let sha = match &spec.follow {
         Follow::Commit { sha, branch } => {

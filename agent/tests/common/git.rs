@@ -119,7 +119,8 @@ impl GitServer {
             r#"worker_processes 1; daemon off; user root; pid {d}/nginx.pid; error_log {d}/logs/error.log;
 events {{ worker_connections 64; }}
 http {{
-  access_log {d}/logs/access.log;
+  log_format timed '$remote_addr - $remote_user "$request" $status $body_bytes_sent $request_time "$http_user_agent"';
+  access_log {d}/logs/access.log timed;
   client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy; fastcgi_temp_path {d}/tmp/fastcgi;
   uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
   server {{

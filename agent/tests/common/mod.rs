@@ -317,3 +317,10 @@ pub fn secret_file(home: &Home, rel: &str, value: &str) -> PathBuf {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p
 }
+
+/// Where the home's `current` link points (`revisions/<sha>`), if it exists.
+pub fn current(home: &Home) -> Option<String> {
+    std::fs::read_link(home.path("state/current"))
+        .ok()
+        .map(|t| t.display().to_string())
+}
