@@ -7,6 +7,42 @@
 use serde::Deserialize;
 use toml::Spanned;
 
+/// A leaf as written. Numbers and booleans are taken as their text (`keep-revisions = 3` and
+/// `keep-revisions = "3"` mean the same): the typed check happens later, with the same message
+/// whichever way the value was written.
+pub type Value = Spanned<Scalar>;
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, a number or a boolean")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// One configuration file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -21,48 +57,48 @@ pub struct Fragment {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AgentFragment {
-    pub state_dir: Option<Spanned<String>>,
+    pub state_dir: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HttpFragment {
-    pub listen: Option<Spanned<String>>,
+    pub listen: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ReconcileFragment {
-    pub interval: Option<Spanned<String>>,
-    pub jitter: Option<Spanned<String>>,
-    pub stall_timeout: Option<Spanned<String>>,
-    pub shutdown_timeout: Option<Spanned<String>>,
+    pub interval: Option<Value>,
+    pub jitter: Option<Value>,
+    pub stall_timeout: Option<Value>,
+    pub shutdown_timeout: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DachsFragment {
-    pub bin: Option<Spanned<String>>,
-    pub user: Option<Spanned<String>>,
-    pub inputs_dir: Option<Spanned<String>>,
-    pub gavo_rc: Option<Spanned<String>>,
-    pub url: Option<Spanned<String>>,
-    pub query_timeout: Option<Spanned<String>>,
+    pub bin: Option<Value>,
+    pub user: Option<Value>,
+    pub inputs_dir: Option<Value>,
+    pub gavo_rc: Option<Value>,
+    pub url: Option<Value>,
+    pub query_timeout: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SourceFragment {
-    pub url: Option<Spanned<String>>,
-    pub branch: Option<Spanned<String>>,
-    pub tag: Option<Spanned<String>>,
-    pub commit: Option<Spanned<String>>,
-    pub username: Option<Spanned<String>>,
-    pub token_file: Option<Spanned<String>>,
-    pub webhook_secret_file: Option<Spanned<String>>,
-    pub ca_file: Option<Spanned<String>>,
-    pub keep_revisions: Option<Spanned<String>>,
-    pub verify: Option<Spanned<String>>,
-    pub allowed_signers_file: Option<Spanned<String>>,
-    pub keyring_file: Option<Spanned<String>>,
+    pub url: Option<Value>,
+    pub branch: Option<Value>,
+    pub tag: Option<Value>,
+    pub commit: Option<Value>,
+    pub username: Option<Value>,
+    pub token_file: Option<Value>,
+    pub webhook_secret_file: Option<Value>,
+    pub ca_file: Option<Value>,
+    pub keep_revisions: Option<Value>,
+    pub verify: Option<Value>,
+    pub allowed_signers_file: Option<Value>,
+    pub keyring_file: Option<Value>,
 }

@@ -377,9 +377,10 @@ pub(crate) fn describe(key: &str, message: &str) -> String {
 /// The fragment's keys and values, in the order of [`KEYS`].
 fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
     let mut out = Vec::new();
-    let mut put = |key: &'static str, v: Option<Spanned<String>>| {
+    let mut put = |key: &'static str, v: Option<fragments::Value>| {
         if let Some(v) = v {
-            out.push((key, v));
+            let span = v.span();
+            out.push((key, Spanned::new(span, v.into_inner().0)));
         }
     };
     if let Some(a) = f.agent {

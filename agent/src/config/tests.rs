@@ -112,10 +112,17 @@ fn unknown_section_is_an_error() {
 #[test]
 fn wrong_type_names_key_and_never_echoes_a_string() {
     let d = Dir::new();
+    d.write("etc/agent.toml", "[agent]\nstate-dir = [5]\n");
+    let e = d.error();
+    assert!(
+        e.contains(":2:13: key `agent.state-dir`: wrong type: expected a string, a number or a boolean, found sequence"),
+        "{e}"
+    );
+    let d = Dir::new();
     d.write("etc/agent.toml", "[agent]\nstate-dir = 5\n");
     let e = d.error();
     assert!(
-        e.contains(":2:13: key `agent.state-dir`: wrong type: expected a string, found integer"),
+        e.contains(":2:13: key `agent.state-dir`: `5` must be an absolute path"),
         "{e}"
     );
 
@@ -288,4 +295,16 @@ fn render_is_valid_toml_with_origins_and_no_secret_contents() {
     let s2 = Settings::from_merged(merged, None).unwrap();
     assert_eq!(s2.source, s.source);
     assert_eq!(s2.reconcile, s.reconcile);
+}
+
+#[test]
+fn numbers_may_be_written_bare_or_quoted() {
+    for text in [
+        "[source]\nkeep-revisions = 3\n",
+        "[source]\nkeep-revisions = \"3\"\n",
+    ] {
+        let d = Dir::new();
+        d.write("etc/agent.toml", text);
+        assert_eq!(d.load().unwrap().source.keep_revisions, 3, "{text}");
+    }
 }
