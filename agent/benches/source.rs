@@ -195,7 +195,7 @@ fn main() {
 
 /// Through the daemon: a new commit is pushed, the webhook posted, and `current` watched.
 fn webhook_to_current(server: &GitServer, rounds: usize) -> Vec<Duration> {
-    let home = Home::new(&common::dachs_url(), "");
+    let home = Home::new(&common::dachs_url(), "apply = false\n");
     let tok = secret_file(&home, "secrets/token", TOKEN);
     let hook = secret_file(&home, "secrets/hook", "bench-hook-secret");
     home.write(

@@ -11,12 +11,15 @@
 //! - [`source`], [`hooks`]: the service repository (fetch, verify, revisions) and its webhook.
 //! - [`service`]: the vespa-service.toml contract.
 //! - [`reconcile`]: the loop (triggers, coalescing, heartbeat) and the stages of one pass.
-//! - [`dachs`]: the local DaCHS server (TAP queries; later the `dachs` commands).
+//! - [`apply`]: a revision into DaCHS: stage, `dachs val` gate, install, import, publish,
+//!   health check, roll back.
+//! - [`dachs`]: the local DaCHS server (`dachs` commands, RDs, TAP queries).
 //! - [`state`]: the SQLite state store (passes, commits; later granules).
 //! - [`runtime`]: the live status shared by the loop, the endpoints and the watchdog.
 //! - [`metrics`], [`http`]: what Prometheus and operators read.
 //! - [`systemd`], [`logging`]: sd_notify and journald.
 
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod control;

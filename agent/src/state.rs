@@ -36,6 +36,18 @@ const MIGRATIONS: &[&str] = &[
         error       TEXT
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 3: the resources deployed into DaCHS, each with the hash of its managed files, so that a
+    // pass over an unchanged revision runs no DaCHS command, and a resource that leaves the
+    // repository can still be dropped by its RD id.
+    "CREATE TABLE resources (
+        dir         TEXT PRIMARY KEY,
+        rd_id       TEXT NOT NULL,
+        hash        TEXT NOT NULL,
+        published   INTEGER NOT NULL,
+        tables      TEXT NOT NULL,
+        sha         TEXT NOT NULL,
+        updated_ms  INTEGER NOT NULL
+    );",
 ];
 
 /// Keys of the `meta` table.
@@ -49,6 +61,20 @@ pub struct CommitRecord {
     pub outcome: Option<String>,
     pub stage: Option<String>,
     pub error: Option<String>,
+}
+
+/// A resource as deployed into DaCHS.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ResourceRecord {
+    pub dir: String,
+    pub rd_id: String,
+    /// Over the resource's managed files (everything but its granule directories).
+    pub hash: String,
+    pub published: bool,
+    /// `schema.table` of its ADQL tables.
+    pub tables: Vec<String>,
+    /// The commit it was deployed from.
+    pub sha: String,
 }
 
 /// How many passes the store remembers.
@@ -317,6 +343,59 @@ impl StateStore {
                    error = ?5",
                 params![sha, now, outcome, stage, error],
             )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn resources(&self) -> Result<Vec<ResourceRecord>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT dir, rd_id, hash, published, tables, sha FROM resources ORDER BY dir")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let tables: String = r.get(4)?;
+                Ok(ResourceRecord {
+                    dir: r.get(0)?,
+                    rd_id: r.get(1)?,
+                    hash: r.get(2)?,
+                    published: r.get(3)?,
+                    tables: tables
+                        .split(' ')
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    sha: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    pub fn put_resource(&self, r: &ResourceRecord) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO resources (dir, rd_id, hash, published, tables, sha, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (dir) DO UPDATE SET rd_id = ?2, hash = ?3, published = ?4,
+                   tables = ?5, sha = ?6, updated_ms = ?7",
+                params![
+                    r.dir,
+                    r.rd_id,
+                    r.hash,
+                    r.published,
+                    r.tables.join(" "),
+                    r.sha,
+                    now_ms()
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn remove_resource(&self, dir: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM resources WHERE dir = ?1", params![dir])
             .map(|_| ())
             .map_err(|e| self.err(e))
     }

@@ -13,9 +13,10 @@ use common::*;
 
 const HOOK_SECRET: &str = "hook-secret-5e4d3c2b1a";
 
-/// An agent home following `url`, with the token and webhook secret as private files.
+/// An agent home following `url`, with the token and webhook secret as private files. The
+/// source stage alone: DaCHS is health-checked, not deployed to (tests/apply.rs does that).
 fn home_for(url: &str, extra: &str) -> Home {
-    let home = Home::new(&dachs_url(), "");
+    let home = Home::new(&dachs_url(), "apply = false\n");
     let tok = secret_file(&home, "secrets/token", &format!("{TOKEN}\n"));
     let hook = secret_file(&home, "secrets/hook", HOOK_SECRET);
     home.write(

@@ -56,7 +56,7 @@ impl LocalRepo {
     }
 
     fn home(&self, extra: &str) -> Home {
-        let home = Home::new(&dachs_url(), "");
+        let home = Home::new(&dachs_url(), "apply = false\n");
         home.write(
             "etc/agent.d/20-source.toml",
             &format!("[source]\nurl = \"{}\"\n{extra}", self.path().display()),

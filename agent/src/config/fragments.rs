@@ -84,6 +84,8 @@ pub struct DachsFragment {
     pub gavo_rc: Option<Value>,
     pub url: Option<Value>,
     pub query_timeout: Option<Value>,
+    pub command_timeout: Option<Value>,
+    pub apply: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -136,6 +136,18 @@ pub const KEYS: &[KeySpec] = &[
         help: "time limit of one health-check query (1s to 10m)",
     },
     KeySpec {
+        key: "dachs.command-timeout",
+        default: Some("30m"),
+        secret: false,
+        help: "time limit of one dachs command such as an import (10s to 1d)",
+    },
+    KeySpec {
+        key: "dachs.apply",
+        default: Some("true"),
+        secret: false,
+        help: "apply revisions to DaCHS; false only follows the repository and checks health",
+    },
+    KeySpec {
         key: "source.url",
         default: None,
         secret: false,
@@ -253,6 +265,9 @@ pub struct DachsSettings {
     /// Without a trailing slash.
     pub url: String,
     pub query_timeout: Duration,
+    pub command_timeout: Duration,
+    /// False: follow the repository without touching DaCHS.
+    pub apply: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -402,6 +417,8 @@ fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
         put("dachs.gavo-rc", d.gavo_rc);
         put("dachs.url", d.url);
         put("dachs.query-timeout", d.query_timeout);
+        put("dachs.command-timeout", d.command_timeout);
+        put("dachs.apply", d.apply);
     }
     if let Some(s) = f.source {
         put("source.url", s.url);
@@ -548,6 +565,14 @@ fn branch_name(v: &str) -> Result<String, String> {
     Ok(v.to_owned())
 }
 
+fn boolean(v: &str) -> Result<bool, String> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("`{v}` must be true or false")),
+    }
+}
+
 fn unix_user(v: &str) -> Result<String, String> {
     let mut chars = v.chars();
     let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
@@ -591,6 +616,8 @@ impl Settings {
             gavo_rc: c.parse("dachs.gavo-rc", absolute_path)?,
             url: c.parse("dachs.url", http_url)?,
             query_timeout: c.duration("dachs.query-timeout", SECOND, 600 * SECOND)?,
+            command_timeout: c.duration("dachs.command-timeout", 10 * SECOND, 86400 * SECOND)?,
+            apply: c.parse("dachs.apply", boolean)?,
         };
         let branch = c.parse("source.branch", branch_name)?;
         let tag = c.optional("source.tag", branch_name)?;

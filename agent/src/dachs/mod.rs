@@ -1,6 +1,7 @@
-//! The local DaCHS server, one file per family of things the agent asks of it. For now the TAP
-//! service, which the health check queries; the `dachs` command families (val, imp, pub, serve)
-//! arrive with the apply stage.
+//! The local DaCHS server, one file per family of things the agent asks of it: the `dachs`
+//! commands ([`cli`]), resource descriptors ([`rd`]) and the TAP service ([`tap`], [`votable`]).
 
+pub mod cli;
+pub mod rd;
 pub mod tap;
 pub mod votable;

@@ -57,6 +57,40 @@ impl TapClient {
         &self.sync_url
     }
 
+    /// VOSI availability: `<avl:available>true</avl:available>`. DaCHS says true even with
+    /// PostgreSQL down, so this is checked beside a real query, never instead of one.
+    pub async fn available(&self) -> Result<(), TapError> {
+        let url = self.sync_url.trim_end_matches("/sync").to_owned() + "/availability";
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| TapError::Unreachable {
+                url: url.clone(),
+                reason: crate::error_chain(&e),
+            })?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| TapError::Unreachable {
+            url: url.clone(),
+            reason: crate::error_chain(&e),
+        })?;
+        if !status.is_success() {
+            return Err(TapError::HttpStatus {
+                url,
+                status: status.as_u16(),
+            });
+        }
+        if votable::is_available(&body) {
+            Ok(())
+        } else {
+            Err(TapError::Query {
+                status: "unavailable".into(),
+                message: format!("{url} does not say available"),
+            })
+        }
+    }
+
     /// Runs one ADQL query and returns its rows as text.
     pub async fn query(&self, adql: &str) -> Result<Answer, TapError> {
         let url = || self.sync_url.clone();

@@ -20,11 +20,34 @@ pub struct Answer {
 #[error("not a readable VOTable: {0}")]
 pub struct VotableError(pub String);
 
-fn attr(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
+pub(crate) fn attr(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
     e.attributes()
         .flatten()
         .find(|a| a.key.local_name().as_ref() == name)
         .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+}
+
+/// Whether a VOSI availability document says `available` is true.
+pub fn is_available(xml: &str) -> bool {
+    let mut reader = Reader::from_str(xml);
+    let mut text: Option<String> = None;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) if e.local_name().as_ref() == b"available" => {
+                text = Some(String::new());
+            }
+            Ok(Event::Text(t)) => {
+                if let (Some(acc), Ok(v)) = (text.as_mut(), t.xml_content()) {
+                    acc.push_str(&v);
+                }
+            }
+            Ok(Event::End(e)) if e.local_name().as_ref() == b"available" => {
+                return text.is_some_and(|v| v.trim() == "true");
+            }
+            Ok(Event::Eof) | Err(_) => return false,
+            _ => {}
+        }
+    }
 }
 
 pub fn parse(xml: &str) -> Result<Answer, VotableError> {
@@ -119,6 +142,21 @@ pub fn parse(xml: &str) -> Result<Answer, VotableError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn availability_is_read_from_the_document_not_guessed() {
+        let ok = r#"<avl:availability xmlns:avl="http://www.ivoa.net/xml/VOSIAvailability/v1.0"><avl:available>true</avl:available></avl:availability>"#;
+        assert!(is_available(ok));
+        for bad in [
+            r#"<avl:availability xmlns:avl="x"><avl:available>false</avl:available><avl:note>true</avl:note></avl:availability>"#,
+            "<html>available true</html>",
+            "",
+            "<available>true",
+            "<available>tru",
+        ] {
+            assert!(!is_available(bad), "{bad}");
+        }
+    }
 
     const OK: &str = r#"<?xml version='1.0' encoding='utf-8'?>
 <VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE type="results">

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::apply::{self, ApplyContext};
 use crate::config::{Settings, SourceSettings, Verify};
+use crate::dachs::cli::Dachs;
 use crate::dachs::tap::TapClient;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -52,9 +54,13 @@ pub async fn run(cx: &PassContext<'_>) -> Result<(), StageFailure> {
         tokio::time::sleep(stall).await;
     }
     let source_result = match &cx.settings.source.url {
-        Some(url) => source(cx, url).await,
+        Some(url) => match source(cx, url).await {
+            Ok(target) => deliver(cx, target).await,
+            Err(f) => Err(f),
+        },
         None => Ok(()),
     };
+    show_revisions(cx);
     if let Err(f) = &source_result {
         cx.metrics
             .stage_errors
@@ -65,6 +71,82 @@ pub async fn run(cx: &PassContext<'_>) -> Result<(), StageFailure> {
     // revision, and whether it answers is worth knowing either way.
     let health_result = health(cx).await;
     source_result.and(health_result)
+}
+
+/// The revision a pass converges DaCHS to.
+struct Target {
+    sha: String,
+    /// Not applied before: `current` moves to it once it is in DaCHS.
+    fresh: bool,
+    resources: usize,
+}
+
+/// Applies the target revision to DaCHS (unless `dachs.apply` is off), then publishes it as
+/// `current`. A fresh commit that fails to apply is recorded as failed, not retried until a
+/// newer one or `sync --retry`, and DaCHS keeps serving the previous revision.
+async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
+    let fail = |kind: &'static str, message: String| StageFailure {
+        stage: "apply",
+        kind,
+        message,
+    };
+    let dachs_settings = &cx.settings.dachs;
+    if dachs_settings.apply {
+        let root = Revisions::new(&cx.settings.state_dir).dir(&t.sha);
+        let service = service::load(&root).map_err(|e| fail("local", e.to_string()))?;
+        let dachs = Dachs::new(
+            dachs_settings.bin.clone(),
+            dachs_settings.user.clone(),
+            dachs_settings.command_timeout,
+        );
+        let tap = TapClient::new(&dachs_settings.url, dachs_settings.query_timeout);
+        let acx = ApplyContext {
+            dachs: &dachs,
+            tap: &tap,
+            inputs: &dachs_settings.inputs_dir,
+            state_dir: &cx.settings.state_dir,
+            store: cx.store,
+            runtime: cx.runtime,
+        };
+        let started = Instant::now();
+        match apply::apply(&acx, &t.sha, &root, &service).await {
+            Ok(report) => {
+                if report.dachs_commands > 0 {
+                    let total = started.elapsed();
+                    tracing::info!(
+                        commit = %t.sha,
+                        deployed = ?report.deployed,
+                        removed = ?report.removed,
+                        dachs_commands = report.dachs_commands,
+                        seconds = total.as_secs_f64(),
+                        dachs_seconds = report.dachs_time.as_secs_f64(),
+                        agent_seconds = total.saturating_sub(report.dachs_time).as_secs_f64(),
+                        "revision applied to DaCHS"
+                    );
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if t.fresh {
+                    with_store(cx.store, |s| {
+                        s.set_meta(state::DESIRED, &t.sha)?;
+                        s.record_commit(&t.sha, Some("failed"), Some("apply"), Some(&message))
+                    })
+                    .map_err(|e| fail("local", e.to_string()))?;
+                    tracing::error!(commit = %t.sha, error = %message, "commit rejected at apply; the previous revision keeps serving");
+                    return Err(fail(
+                        e.kind(),
+                        format!("commit {} rejected at apply: {message}", t.sha),
+                    ));
+                }
+                return Err(fail(e.kind(), message));
+            }
+        }
+    }
+    if t.fresh {
+        publish(cx, &t.sha, t.resources).map_err(|m| fail("local", m))?;
+    }
+    Ok(())
 }
 
 /// What the blocking half of the source stage found.
@@ -174,7 +256,7 @@ fn prepare(job: SourceJob) -> Result<Prepared, SourceError> {
     })
 }
 
-async fn source(cx: &PassContext<'_>, url: &str) -> Result<(), StageFailure> {
+async fn source(cx: &PassContext<'_>, url: &str) -> Result<Target, StageFailure> {
     let fail = |kind: &'static str, message: String| StageFailure {
         stage: "source",
         kind,
@@ -231,7 +313,11 @@ async fn source(cx: &PassContext<'_>, url: &str) -> Result<(), StageFailure> {
         Ok(Prepared::Unchanged { sha }) => {
             cx.metrics.syncs.with_label_values(&["noop"]).inc();
             tracing::debug!(commit = %sha, "service repository unchanged");
-            Ok(sha)
+            Ok(Target {
+                sha,
+                fresh: false,
+                resources: 0,
+            })
         }
         Ok(Prepared::Ready {
             sha,
@@ -245,9 +331,12 @@ async fn source(cx: &PassContext<'_>, url: &str) -> Result<(), StageFailure> {
                     "the followed ref was force-pushed: following the rewritten history"
                 );
             }
-            publish(cx, &sha, resources).map_err(|m| fail("local", m))?;
             cx.metrics.syncs.with_label_values(&["success"]).inc();
-            Ok(sha)
+            Ok(Target {
+                sha,
+                fresh: true,
+                resources,
+            })
         }
         Err(SourceError::Fetch(e)) => {
             cx.metrics.syncs.with_label_values(&["error"]).inc();
@@ -290,7 +379,13 @@ async fn source(cx: &PassContext<'_>, url: &str) -> Result<(), StageFailure> {
             ))
         }
     };
-    // Whatever happened, show the revisions as the store now has them.
+    result.inspect(|_| {
+        cx.metrics.source_last_success.set(now_ms() as f64 / 1000.0);
+    })
+}
+
+/// Whatever happened, show the revisions as the store now has them.
+fn show_revisions(cx: &PassContext<'_>) {
     if let Ok((failed, desired, applied)) = with_store(cx.store, |s| {
         Ok::<_, state::StateError>((
             s.failed_commits()?,
@@ -307,9 +402,6 @@ async fn source(cx: &PassContext<'_>, url: &str) -> Result<(), StageFailure> {
         }
         cx.runtime.set_revisions(desired, applied);
     }
-    result.map(|_| {
-        cx.metrics.source_last_success.set(now_ms() as f64 / 1000.0);
-    })
 }
 
 /// The revision passed every check: make it the applied one, then tidy old revisions.

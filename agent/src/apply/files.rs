@@ -1,0 +1,276 @@
+//! The files of a resource that the agent manages: everything in the resource's directory of
+//! the revision except its granule directories (collection targets, owned by granule import).
+//! Listing, hashing, staging and putting them in place under DaCHS's inputs directory.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct FilesError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FilesError + '_ {
+    move |source| FilesError {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Relative paths of the managed files (regular files and symlinks) under `root`, sorted.
+/// `root` missing means no files.
+pub fn list(root: &Path, unmanaged: &[String]) -> Result<Vec<PathBuf>, FilesError> {
+    let skip: BTreeSet<PathBuf> = unmanaged.iter().map(PathBuf::from).collect();
+    let mut out = Vec::new();
+    if !root.exists() {
+        return Ok(out);
+    }
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+            let entry = entry.map_err(io(&dir))?;
+            let name = entry.file_name();
+            // The agent's own temporary files never count.
+            if name.as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
+                continue;
+            }
+            let path = rel.join(&name);
+            if skip.contains(&path) {
+                continue;
+            }
+            let kind = entry.file_type().map_err(io(&entry.path()))?;
+            if kind.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A content hash over the files' paths, kinds, modes and bytes (git's object ids, so nothing
+/// new to trust): equal hashes mean DaCHS would be given the same files.
+pub fn hash(root: &Path, files: &[PathBuf]) -> Result<String, FilesError> {
+    let mut listing = String::new();
+    for rel in files {
+        let path = root.join(rel);
+        let meta = fs::symlink_metadata(&path).map_err(io(&path))?;
+        let (kind, body) = if meta.file_type().is_symlink() {
+            let target = fs::read_link(&path).map_err(io(&path))?;
+            ("link", target.as_os_str().as_bytes().to_vec())
+        } else {
+            ("file", fs::read(&path).map_err(io(&path))?)
+        };
+        let oid = git2::Oid::hash_object(git2::ObjectType::Blob, &body)
+            .map_err(|e| io(&path)(std::io::Error::other(e.message().to_owned())))?;
+        let exec = meta.permissions().mode() & 0o111 != 0;
+        listing.push_str(&format!("{kind} {exec} {oid} {}\n", rel.display()));
+    }
+    git2::Oid::hash_object(git2::ObjectType::Blob, listing.as_bytes())
+        .map(|o| o.to_string())
+        .map_err(|e| io(root)(std::io::Error::other(e.message().to_owned())))
+}
+
+pub const TMP_PREFIX: &str = ".vespa-tmp-";
+
+/// Who the files in DaCHS's inputs directory belong to.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    /// The DaCHS account's uid and primary gid, when the agent runs as root and can give files
+    /// away; `None` otherwise (files then belong to the agent's own user).
+    pub fn of(user: &str) -> Option<Owner> {
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        let name = CString::new(user).ok()?;
+        // SAFETY: getpwnam returns a pointer to static storage or null; it is read at once,
+        // and only one pass (one thread) looks users up at a time.
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        if pw.is_null() {
+            return None;
+        }
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        Some(Owner { uid, gid })
+    }
+
+    fn apply(owner: Option<Owner>, path: &Path) -> Result<(), FilesError> {
+        if let Some(o) = owner {
+            std::os::unix::fs::lchown(path, Some(o.uid), Some(o.gid)).map_err(io(path))?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates `dir` and its missing parents below `base`, each owned by `owner`.
+pub fn make_dirs(base: &Path, rel_dir: &Path, owner: Option<Owner>) -> Result<(), FilesError> {
+    let mut at = base.to_owned();
+    for part in rel_dir.components() {
+        at.push(part);
+        if !at.is_dir() {
+            fs::create_dir(&at).map_err(io(&at))?;
+            fs::set_permissions(&at, fs::Permissions::from_mode(0o2775)).map_err(io(&at))?;
+            Owner::apply(owner, &at)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies one file (or symlink) to `to` through a temporary name in the same directory and a
+/// rename, so that a reader of `to` sees the old file or the new one, never a part.
+fn put(from: &Path, to: &Path, owner: Option<Owner>) -> Result<(), FilesError> {
+    let name = to.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = to.with_file_name(format!("{TMP_PREFIX}{name}"));
+    let _ = fs::remove_file(&tmp);
+    let meta = fs::symlink_metadata(from).map_err(io(from))?;
+    if meta.file_type().is_symlink() {
+        let target = fs::read_link(from).map_err(io(from))?;
+        std::os::unix::fs::symlink(target, &tmp).map_err(io(&tmp))?;
+    } else {
+        fs::copy(from, &tmp).map_err(io(&tmp))?;
+        let mode = if meta.permissions().mode() & 0o111 != 0 {
+            0o775
+        } else {
+            0o664
+        };
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io(&tmp))?;
+        fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&tmp))?;
+    }
+    Owner::apply(owner, &tmp)?;
+    fs::rename(&tmp, to).map_err(io(to))
+}
+
+/// Makes the managed files under `target` exactly `files` from `source`: each written through a
+/// temporary name and renamed into place (the RD last, so that DaCHS never reads an RD whose
+/// companions are missing), then the files of `previous` that are no longer wanted removed.
+pub fn install(
+    source: &Path,
+    files: &[PathBuf],
+    previous: &[PathBuf],
+    target: &Path,
+    rd_file: &Path,
+    owner: Option<Owner>,
+) -> Result<(), FilesError> {
+    make_dirs(
+        target.parent().unwrap_or(Path::new("/")),
+        Path::new(target.file_name().unwrap_or_default()),
+        owner,
+    )?;
+    let mut ordered: Vec<&PathBuf> = files.iter().filter(|f| f.as_path() != rd_file).collect();
+    ordered.extend(files.iter().filter(|f| f.as_path() == rd_file));
+    for rel in ordered {
+        if let Some(parent) = rel.parent() {
+            make_dirs(target, parent, owner)?;
+        }
+        put(&source.join(rel), &target.join(rel), owner)?;
+    }
+    let wanted: BTreeSet<&PathBuf> = files.iter().collect();
+    for rel in previous.iter().filter(|p| !wanted.contains(p)) {
+        let path = target.join(rel);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    fs::File::open(target)
+        .and_then(|d| d.sync_all())
+        .map_err(io(target))
+}
+
+/// Removes a directory tree if it exists.
+pub fn remove_tree(path: &Path) -> Result<(), FilesError> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for (p, body) in files {
+            let path = t.path().join(p);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, body).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn granule_directories_are_not_managed_and_the_hash_follows_content() {
+        let t = tree(&[
+            ("q.rd", "<resource/>"),
+            ("res/x.txt", "x"),
+            ("data/g.csv", "1"),
+        ]);
+        let files = list(t.path(), &["data".into()]).unwrap();
+        assert_eq!(files, [PathBuf::from("q.rd"), PathBuf::from("res/x.txt")]);
+        let h1 = hash(t.path(), &files).unwrap();
+        fs::write(t.path().join("data/g.csv"), "2").unwrap();
+        assert_eq!(
+            hash(t.path(), &files).unwrap(),
+            h1,
+            "granules changed the hash"
+        );
+        fs::write(t.path().join("res/x.txt"), "y").unwrap();
+        assert_ne!(hash(t.path(), &files).unwrap(), h1);
+    }
+
+    #[test]
+    fn install_replaces_adds_and_removes_but_leaves_granules() {
+        let old = tree(&[("q.rd", "old"), ("gone.txt", "bye")]);
+        let new = tree(&[("q.rd", "new"), ("sub/added.txt", "hi")]);
+        let target = tempfile::tempdir().unwrap();
+        let dst = target.path().join("res");
+        let old_files = list(old.path(), &[]).unwrap();
+        install(old.path(), &old_files, &[], &dst, Path::new("q.rd"), None).unwrap();
+        fs::create_dir_all(dst.join("data")).unwrap();
+        fs::write(dst.join("data/g.csv"), "granule").unwrap();
+
+        let new_files = list(new.path(), &[]).unwrap();
+        install(
+            new.path(),
+            &new_files,
+            &old_files,
+            &dst,
+            Path::new("q.rd"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(fs::read_to_string(dst.join("q.rd")).unwrap(), "new");
+        assert_eq!(fs::read_to_string(dst.join("sub/added.txt")).unwrap(), "hi");
+        assert!(!dst.join("gone.txt").exists());
+        assert_eq!(
+            fs::read_to_string(dst.join("data/g.csv")).unwrap(),
+            "granule"
+        );
+        assert_eq!(list(&dst, &["data".into()]).unwrap(), new_files);
+        assert!(
+            fs::read_dir(&dst)
+                .unwrap()
+                .flatten()
+                .all(|e| !e.file_name().to_string_lossy().starts_with(TMP_PREFIX)),
+            "a temporary file was left"
+        );
+    }
+}

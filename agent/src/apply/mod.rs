@@ -1,0 +1,389 @@
+//! Applying a revision to the local DaCHS without ever taking a working service down.
+//!
+//! For each resource whose managed files changed (see [`files`]): stage the files under
+//! `<inputs>/.vespa-stage/<dir>` (DaCHS validates only RDs below its inputs directory), gate on
+//! `dachs val`, ask `dachs val -c` whether the table structure changed, put the files in place,
+//! import (drop first on a structural change), expire the RD in the running server, publish or
+//! unpublish, and query every ADQL table over TAP. Any failure after the files were placed rolls
+//! this resource back, and every resource already changed in this pass, to the files of the
+//! revision they came from, re-importing where the failed attempt had touched tables.
+//!
+//! Why the gate comes first: DaCHS keeps serving the last good RD when the file on disk turns
+//! broken, but a reload, restart or `expireRDs` with a broken RD takes its tables down. The
+//! agent only ever expires an RD that passed `dachs val`.
+
+pub mod files;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::dachs::cli::{Dachs, DachsError};
+use crate::dachs::rd;
+use crate::dachs::tap::TapClient;
+use crate::runtime::Runtime;
+use crate::service::{Resource, Service};
+use crate::state::{ResourceRecord, StateStore};
+use files::Owner;
+
+/// Where resources are staged for validation, inside DaCHS's inputs directory.
+pub const STAGE_DIR: &str = ".vespa-stage";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A step failed; `rollback` says whether the previous state was restored.
+    #[error("resource {dir}: {step} failed: {message}{}", rollback_note(.rollback))]
+    Step {
+        dir: String,
+        step: &'static str,
+        kind: &'static str,
+        message: String,
+        rollback: Option<Result<(), String>>,
+    },
+    #[error("{0}")]
+    Local(String),
+}
+
+fn rollback_note(r: &Option<Result<(), String>>) -> String {
+    match r {
+        None => String::new(),
+        Some(Ok(())) => "; rolled back, the previous version is serving".into(),
+        Some(Err(e)) => format!("; ROLLBACK FAILED: {e}"),
+    }
+}
+
+impl ApplyError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApplyError::Step { kind, .. } => kind,
+            ApplyError::Local(_) => "local",
+        }
+    }
+}
+
+/// What a pass changed.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub deployed: Vec<String>,
+    pub removed: Vec<String>,
+    pub dachs_commands: u64,
+    pub dachs_time: Duration,
+}
+
+pub struct ApplyContext<'a> {
+    pub dachs: &'a Dachs,
+    pub tap: &'a TapClient,
+    pub inputs: &'a Path,
+    pub state_dir: &'a Path,
+    pub store: &'a Mutex<StateStore>,
+    pub runtime: &'a Runtime,
+}
+
+fn store<T>(
+    s: &Mutex<StateStore>,
+    f: impl FnOnce(&StateStore) -> Result<T, crate::state::StateError>,
+) -> Result<T, ApplyError> {
+    f(&s.lock().unwrap_or_else(|e| e.into_inner())).map_err(|e| ApplyError::Local(e.to_string()))
+}
+
+/// One resource to (re)deploy.
+struct Change<'a> {
+    res: &'a Resource,
+    /// The RD's ADQL tables, or why they could not be read.
+    parsed: Result<Vec<String>, String>,
+    unmanaged: Vec<String>,
+    files: Vec<PathBuf>,
+    record: ResourceRecord,
+    old: Option<ResourceRecord>,
+}
+
+/// How far a deploy got, so that a rollback undoes exactly that.
+#[derive(Default)]
+struct Progress {
+    placed: bool,
+    dropped: bool,
+    imported: bool,
+}
+
+fn rd_file(res: &Resource) -> PathBuf {
+    PathBuf::from(format!("{}.rd", res.rd))
+}
+
+/// Applies the revision at `root` (commit `sha`, described by `service`).
+pub async fn apply(
+    cx: &ApplyContext<'_>,
+    sha: &str,
+    root: &Path,
+    service: &Service,
+) -> Result<Report, ApplyError> {
+    let started = (cx.dachs.commands_started(), cx.dachs.time_spent());
+    let deployed: BTreeMap<String, ResourceRecord> = store(cx.store, |s| s.resources())?
+        .into_iter()
+        .map(|r| (r.dir.clone(), r))
+        .collect();
+
+    let mut changes = Vec::new();
+    for res in &service.resources {
+        let unmanaged: Vec<String> = res.collections.iter().map(|c| c.target.clone()).collect();
+        let src = root.join(&res.dir);
+        let local = |e: files::FilesError| ApplyError::Local(e.to_string());
+        let files = files::list(&src, &unmanaged).map_err(local)?;
+        let hash = files::hash(&src, &files).map_err(local)?;
+        let rd_path = src.join(rd_file(res));
+        let xml = std::fs::read_to_string(&rd_path)
+            .map_err(|e| ApplyError::Local(format!("{}: {e}", rd_path.display())))?;
+        // DaCHS's own verdict comes first (`dachs val` names the line); this reading only
+        // matters once the RD has passed it.
+        let parsed = rd::adql_tables(&format!("{}/{}", res.dir, rd_file(res).display()), &xml)
+            .map_err(|e| e.to_string());
+        let record = ResourceRecord {
+            dir: res.dir.clone(),
+            rd_id: res.rd_id(),
+            hash,
+            published: res.publish,
+            tables: parsed.clone().unwrap_or_default(),
+            sha: sha.to_owned(),
+        };
+        let old = deployed.get(&res.dir).cloned();
+        let same = old.as_ref().is_some_and(|o| {
+            o.hash == record.hash && o.published == record.published && o.rd_id == record.rd_id
+        });
+        // Files on disk that differ from what was deployed are drift: deploy again.
+        let on_disk_same = same
+            && files::list(&cx.inputs.join(&res.dir), &unmanaged)
+                .and_then(|f| files::hash(&cx.inputs.join(&res.dir), &f))
+                .is_ok_and(|h| h == record.hash);
+        if !on_disk_same {
+            changes.push(Change {
+                res,
+                parsed,
+                unmanaged,
+                files,
+                record,
+                old,
+            });
+        }
+    }
+    let wanted: Vec<&str> = service.resources.iter().map(|r| r.dir.as_str()).collect();
+    let removals: Vec<ResourceRecord> = deployed
+        .values()
+        .filter(|r| !wanted.contains(&r.dir.as_str()))
+        .cloned()
+        .collect();
+
+    let mut report = Report::default();
+    let mut done: Vec<(Change, Progress)> = Vec::new();
+    for change in changes {
+        cx.runtime
+            .set_activity(format!("deploying resource {}", change.res.dir));
+        let mut progress = Progress::default();
+        match deploy(cx, root, &change, &mut progress).await {
+            Ok(()) => {
+                store(cx.store, |s| s.put_resource(&change.record))?;
+                report.deployed.push(change.res.dir.clone());
+                done.push((change, progress));
+            }
+            Err((step, e)) => {
+                tracing::error!(resource = %change.res.dir, step, error = %e.message(), "deploy failed; rolling back");
+                let mut restored = rollback(cx, &change, &progress).await;
+                for (earlier, p) in done.iter().rev() {
+                    let r = rollback(cx, earlier, p).await;
+                    if restored.is_ok() {
+                        restored = r;
+                    }
+                }
+                return Err(ApplyError::Step {
+                    dir: change.res.dir.clone(),
+                    step,
+                    kind: step_kind(step, &e),
+                    message: e.message(),
+                    rollback: Some(restored),
+                });
+            }
+        }
+    }
+    for gone in removals {
+        cx.runtime
+            .set_activity(format!("removing resource {}", gone.dir));
+        remove(cx, &gone).await.map_err(|e| ApplyError::Step {
+            dir: gone.dir.clone(),
+            step: "remove",
+            kind: "dachs_failed",
+            message: e.message(),
+            rollback: None,
+        })?;
+        store(cx.store, |s| s.remove_resource(&gone.dir))?;
+        report.removed.push(gone.dir);
+    }
+    report.dachs_commands = cx.dachs.commands_started() - started.0;
+    report.dachs_time = cx.dachs.time_spent() - started.1;
+    Ok(report)
+}
+
+fn step_kind(step: &'static str, e: &DachsError) -> &'static str {
+    match (step, e) {
+        (_, DachsError::Timeout { .. }) => "dachs_timeout",
+        (_, DachsError::Spawn { .. }) => "dachs_spawn",
+        ("validate", _) => "invalid_rd",
+        ("import", _) => "import_failed",
+        ("health", _) => "health_failed",
+        _ => "dachs_failed",
+    }
+}
+
+type StepResult = Result<(), (&'static str, DachsError)>;
+
+fn local_step(step: &'static str, e: impl std::fmt::Display) -> (&'static str, DachsError) {
+    (
+        step,
+        DachsError::Failed {
+            command: step.to_owned(),
+            message: e.to_string(),
+        },
+    )
+}
+
+async fn deploy(
+    cx: &ApplyContext<'_>,
+    root: &Path,
+    change: &Change<'_>,
+    progress: &mut Progress,
+) -> StepResult {
+    let res = change.res;
+    let owner = Owner::of(&cx.dachs.user);
+    let src = root.join(&res.dir);
+    let stage = cx.inputs.join(STAGE_DIR).join(&res.dir);
+    let stage_id = format!("{STAGE_DIR}/{}/{}", res.dir, res.rd);
+    let staged = async {
+        files::remove_tree(&stage).map_err(|e| local_step("stage", e))?;
+        files::make_dirs(cx.inputs, Path::new(STAGE_DIR), owner)
+            .map_err(|e| local_step("stage", e))?;
+        files::install(&src, &change.files, &[], &stage, &rd_file(res), owner)
+            .map_err(|e| local_step("stage", e))?;
+        cx.dachs
+            .validate(&stage_id)
+            .await
+            .map_err(|e| ("validate", e))?;
+        if let Err(m) = &change.parsed {
+            return Err(local_step("validate", m));
+        }
+        match &change.old {
+            Some(_) => Ok(!cx
+                .dachs
+                .matches_database(&stage_id)
+                .await
+                .map_err(|e| ("validate", e))?),
+            None => Ok(false),
+        }
+    }
+    .await;
+    let _ = files::remove_tree(&stage);
+    let structural = staged?;
+
+    let target = cx.inputs.join(&res.dir);
+    let on_disk = files::list(&target, &change.unmanaged).map_err(|e| local_step("install", e))?;
+    progress.placed = true;
+    files::install(&src, &change.files, &on_disk, &target, &rd_file(res), owner)
+        .map_err(|e| local_step("install", e))?;
+
+    let rd = res.rd_id();
+    if structural {
+        tracing::info!(resource = %res.dir, "the table structure changed: drop, import, publish");
+        progress.dropped = true;
+        cx.dachs.drop_rd(&rd).await.map_err(|e| ("import", e))?;
+    }
+    progress.imported = true;
+    cx.dachs.import(&rd).await.map_err(|e| ("import", e))?;
+    cx.dachs.expire(&rd).await.map_err(|e| ("expire", e))?;
+    if res.publish {
+        cx.dachs.publish(&rd).await.map_err(|e| ("publish", e))?;
+    } else if change.old.as_ref().is_some_and(|o| o.published) {
+        cx.dachs.unpublish(&rd).await.map_err(|e| ("publish", e))?;
+    }
+    health(cx, &change.record.tables)
+        .await
+        .map_err(|m| local_step("health", m))
+}
+
+/// The post-apply check: the TAP service says it is available, and a query on each table
+/// answers with QUERY_STATUS OK (an HTTP 200 alone proves nothing: DaCHS reports failed
+/// queries inside the VOTable).
+pub async fn health(cx: &ApplyContext<'_>, tables: &[String]) -> Result<(), String> {
+    cx.tap
+        .available()
+        .await
+        .map_err(|e| format!("TAP availability: {e}"))?;
+    for t in tables {
+        cx.tap
+            .query(&format!("SELECT TOP 1 * FROM {t}"))
+            .await
+            .map_err(|e| format!("query on {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Puts back the files of the revision the resource was deployed from (or removes a resource
+/// that was new), re-imports if the failed attempt had touched its tables, expires the RD and
+/// checks health again.
+async fn rollback(cx: &ApplyContext<'_>, change: &Change<'_>, p: &Progress) -> Result<(), String> {
+    if !p.placed {
+        return Ok(());
+    }
+    let owner = Owner::of(&cx.dachs.user);
+    let target = cx.inputs.join(&change.res.dir);
+    let on_disk = files::list(&target, &change.unmanaged).map_err(|e| e.to_string())?;
+    let dachs = cx.dachs;
+    let Some(old) = &change.old else {
+        // A new resource: take it away again.
+        if p.imported || p.dropped {
+            let _ = dachs.drop_rd(&change.record.rd_id).await;
+        }
+        files::install(&target, &[], &on_disk, &target, Path::new(""), owner)
+            .map_err(|e| e.to_string())?;
+        store(cx.store, |s| s.remove_resource(&change.res.dir)).map_err(|e| e.to_string())?;
+        return Ok(());
+    };
+    let src = cx
+        .state_dir
+        .join("revisions")
+        .join(&old.sha)
+        .join(&change.res.dir);
+    let old_files = files::list(&src, &change.unmanaged).map_err(|e| e.to_string())?;
+    if old_files.is_empty() {
+        return Err(format!(
+            "the files of revision {} are gone from {}",
+            old.sha,
+            src.display()
+        ));
+    }
+    let old_rd = PathBuf::from(format!(
+        "{}.rd",
+        old.rd_id.rsplit('/').next().unwrap_or("q")
+    ));
+    files::install(&src, &old_files, &on_disk, &target, &old_rd, owner)
+        .map_err(|e| e.to_string())?;
+    let fail = |e: DachsError| e.message();
+    if p.dropped {
+        dachs.drop_rd(&old.rd_id).await.map_err(fail)?;
+    }
+    if p.imported {
+        dachs.import(&old.rd_id).await.map_err(fail)?;
+    }
+    dachs.expire(&old.rd_id).await.map_err(fail)?;
+    if old.published && (p.dropped || !change.res.publish) {
+        dachs.publish(&old.rd_id).await.map_err(fail)?;
+    }
+    store(cx.store, |s| s.put_resource(old)).map_err(|e| e.to_string())?;
+    health(cx, &old.tables).await
+}
+
+/// A resource that left the repository: `dachs drop` (which also unpublishes) and its
+/// directory removed, granules included.
+async fn remove(cx: &ApplyContext<'_>, gone: &ResourceRecord) -> Result<(), DachsError> {
+    cx.dachs.drop_rd(&gone.rd_id).await?;
+    files::remove_tree(&cx.inputs.join(&gone.dir)).map_err(|e| DachsError::Failed {
+        command: "remove".into(),
+        message: e.to_string(),
+    })
+}

@@ -1,0 +1,353 @@
+//! The `dachs` command line: each command run as the DaCHS admin account (`runuser -u dachsroot`
+//! when the agent is root), with a time limit, its output captured into the log, and its result
+//! judged the way DaCHS 2.7 really reports it, not by the exit code alone:
+//! `dachs val` exits 0 on most failures (the verdict is the last line of stdout), and
+//! `dachs imp` exits 101 when it skipped bad sources.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DachsError {
+    #[error("cannot run `{command}`: {reason}")]
+    Spawn { command: String, reason: String },
+    #[error("`{command}` did not finish within {seconds} s and was killed")]
+    Timeout { command: String, seconds: u64 },
+    /// The command ran and said no; `message` is DaCHS's own (file, line, reason).
+    #[error("`{command}` failed: {message}")]
+    Failed { command: String, message: String },
+}
+
+impl DachsError {
+    /// A small fixed set, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DachsError::Spawn { .. } => "dachs_spawn",
+            DachsError::Timeout { .. } => "dachs_timeout",
+            DachsError::Failed { .. } => "dachs_failed",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            DachsError::Failed { message, .. } => message.clone(),
+            e => e.to_string(),
+        }
+    }
+}
+
+/// What one command did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// How to run `dachs`.
+pub struct Dachs {
+    pub bin: PathBuf,
+    pub user: String,
+    pub timeout: Duration,
+    /// Time spent inside DaCHS commands, for telling the agent's own cost apart.
+    spent_us: AtomicU64,
+    /// Commands started, for proving that an idle pass starts none.
+    started: AtomicU64,
+}
+
+impl Dachs {
+    pub fn new(bin: PathBuf, user: String, timeout: Duration) -> Dachs {
+        Dachs {
+            bin,
+            user,
+            timeout,
+            spent_us: AtomicU64::new(0),
+            started: AtomicU64::new(0),
+        }
+    }
+
+    pub fn time_spent(&self) -> Duration {
+        Duration::from_micros(self.spent_us.load(Ordering::Relaxed))
+    }
+
+    pub fn commands_started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Root switches to the DaCHS account so that nothing in /var/gavo ends up owned by root;
+    /// any other user runs `dachs` as itself.
+    fn command(&self, args: &[&str]) -> Command {
+        let as_root = unsafe { libc::geteuid() } == 0;
+        let mut c = if as_root && self.user != "root" {
+            let mut c = Command::new("runuser");
+            c.args(["-u", &self.user, "--"]).arg(&self.bin);
+            c
+        } else {
+            Command::new(&self.bin)
+        };
+        c.args(args)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Runs `dachs <args>` and returns what it did, whatever its exit code.
+    pub async fn run(&self, args: &[&str]) -> Result<Run, DachsError> {
+        let shown = format!("dachs {}", args.join(" "));
+        let started = Instant::now();
+        self.started.fetch_add(1, Ordering::Relaxed);
+        let child = self.command(args).spawn().map_err(|e| DachsError::Spawn {
+            command: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        let waited = tokio::time::timeout(self.timeout, child.wait_with_output()).await;
+        let elapsed = started.elapsed();
+        self.spent_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        let out = match waited {
+            Err(_) => {
+                tracing::error!(command = %shown, seconds = self.timeout.as_secs(), "dachs command timed out");
+                return Err(DachsError::Timeout {
+                    command: shown,
+                    seconds: self.timeout.as_secs(),
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(DachsError::Spawn {
+                    command: shown,
+                    reason: e.to_string(),
+                });
+            }
+            Ok(Ok(out)) => out,
+        };
+        let run = Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        tracing::info!(
+            command = %shown,
+            code = run.code,
+            seconds = elapsed.as_secs_f64(),
+            "dachs command finished"
+        );
+        for line in run.stdout.lines().chain(run.stderr.lines()) {
+            tracing::debug!(command = %shown, "{line}");
+        }
+        Ok(run)
+    }
+
+    /// `dachs val <rd>`: passes only with exit code 0 and an `OK` verdict.
+    pub async fn validate(&self, rd: &str) -> Result<(), DachsError> {
+        let run = self.run(&["val", rd]).await?;
+        judge_val(&run).map_err(|message| DachsError::Failed {
+            command: format!("dachs val {rd}"),
+            message,
+        })
+    }
+
+    /// `dachs val -c <rd>`: whether the RD's tables match those in the database. A mismatch
+    /// (a new or removed column) is a structural change that `imp` alone does not apply.
+    pub async fn matches_database(&self, rd: &str) -> Result<bool, DachsError> {
+        let run = self.run(&["val", "-c", rd]).await?;
+        Ok(judge_val(&run).is_ok())
+    }
+
+    /// `dachs imp <rd>`: every data element imported, or an error with DaCHS's message.
+    pub async fn import(&self, rd: &str) -> Result<(), DachsError> {
+        self.checked(&["imp", rd]).await
+    }
+
+    pub async fn drop_rd(&self, rd: &str) -> Result<(), DachsError> {
+        self.checked(&["drop", rd]).await
+    }
+
+    pub async fn publish(&self, rd: &str) -> Result<(), DachsError> {
+        self.checked(&["pub", rd]).await
+    }
+
+    pub async fn unpublish(&self, rd: &str) -> Result<(), DachsError> {
+        self.checked(&["pub", "-u", rd]).await
+    }
+
+    /// Makes the running server read the RD now instead of within 10 s. Only ever called with
+    /// an RD that passed `dachs val`: expiring a broken one takes its tables down.
+    pub async fn expire(&self, rd: &str) -> Result<(), DachsError> {
+        self.checked(&["serve", "expireRDs", rd]).await
+    }
+
+    async fn checked(&self, args: &[&str]) -> Result<(), DachsError> {
+        let run = self.run(args).await?;
+        if run.code == Some(0) {
+            return Ok(());
+        }
+        Err(DachsError::Failed {
+            command: format!("dachs {}", args.join(" ")),
+            message: error_message(&run),
+        })
+    }
+}
+
+/// `dachs val`'s verdict: `Ok` only for exit code 0 and a last stdout line that is `OK` (after
+/// warnings) or ends in `-- OK`.
+pub fn judge_val(run: &Run) -> Result<(), String> {
+    let last = run
+        .stdout
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("");
+    if run.code == Some(0) && (last == "OK" || last.ends_with("-- OK")) {
+        return Ok(());
+    }
+    Err(error_message(run))
+}
+
+/// DaCHS's own words about a failure: the `*** Error:` lines and `[ERROR]` findings, joined on
+/// one line, or the end of its output when it printed neither.
+pub fn error_message(run: &Run) -> String {
+    let mut found = Vec::new();
+    let text = format!("{}\n{}", run.stdout, run.stderr);
+    let mut lines = text.lines().map(str::trim).peekable();
+    while let Some(line) = lines.next() {
+        let start = line
+            .find("*** Error:")
+            .map(|i| &line[i + "*** Error:".len()..])
+            .or_else(|| line.find("[ERROR]").map(|i| &line[i + "[ERROR]".len()..]))
+            .or_else(|| line.find("*X*X* ").map(|i| &line[i + "*X*X* ".len()..]));
+        let Some(first) = start else { continue };
+        let mut msg = first.trim().to_owned();
+        // A failed row is dumped first (`Row` and one `key -> value` line per column); the
+        // reason is the paragraph after it.
+        if msg == "Row" {
+            while lines.peek().is_some_and(|l| !l.is_empty()) {
+                lines.next();
+            }
+            while lines.peek().is_some_and(|l| l.is_empty()) {
+                lines.next();
+            }
+            msg = lines.next().unwrap_or("").to_owned();
+        }
+        // DaCHS wraps long messages onto indented continuation lines.
+        while let Some(next) = lines.peek() {
+            if next.is_empty()
+                || *next == "Fail"
+                || next.contains("[ERROR]")
+                || next.contains("*** Error:")
+                || next.starts_with("Hint:")
+            {
+                break;
+            }
+            msg.push(' ');
+            msg.push_str(next);
+            lines.next();
+        }
+        if !msg.is_empty() && !found.contains(&msg) {
+            found.push(msg);
+        }
+    }
+    if found.is_empty() {
+        let tail: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let tail = tail[tail.len().saturating_sub(3)..].join(" | ");
+        let code = run
+            .code
+            .map_or("a signal".to_owned(), |c| format!("exit code {c}"));
+        return if tail.is_empty() {
+            format!("{code}, no output")
+        } else {
+            format!("{code}: {tail}")
+        };
+    }
+    found.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(code: i32, stdout: &str, stderr: &str) -> Run {
+        Run {
+            code: Some(code),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        }
+    }
+
+    /// Outputs copied from DaCHS 2.7 (../shared/dachs/README.md §7 and this machine).
+    #[test]
+    fn val_verdicts_as_dachs_prints_them() {
+        assert!(judge_val(&run(0, "epnlab/q -- OK\n", "")).is_ok());
+        let warned = ".vespa-stage/epnlab/q -- [WARNING] .vespa-stage/epnlab/q: RD .vespa-stage/epnlab/q: resource directory '/var/gavo/inputs/epnlab' does not exist\nOK\n";
+        assert!(judge_val(&run(0, warned, "")).is_ok());
+
+        let xml = "epnlab/q -- [ERROR] epnlab/q: Malformed RD input, message follows\n  *** Error: /var/gavo/inputs/epnlab/q.rd mismatched tag: line 110, column 2\n  \nFail\n";
+        let e = judge_val(&run(0, xml, "")).unwrap_err();
+        assert!(e.contains("mismatched tag: line 110, column 2"), "{e}");
+
+        let col = judge_val(&run(
+            1,
+            "epnlab/q -- ",
+            "*** Error: column 'no_such_column' could not be located in table epn_core's columns\n",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            col,
+            "column 'no_such_column' could not be located in table epn_core's columns"
+        );
+
+        let struct_change = ".vespa-stage/epnlab/q -- [ERROR] .vespa-stage/epnlab/q: Table epnlab.epn_core: from column extra_col on: No matches in DB\nFail\n";
+        let e = judge_val(&run(0, struct_change, "")).unwrap_err();
+        assert!(
+            e.contains("from column extra_col on: No matches in DB"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_verdict_is_never_guessed_from_odd_output() {
+        for (code, out) in [
+            (0, ""),
+            (0, "OK but not quite\n"),
+            (1, "epnlab/q -- OK\n"),
+            (0, "epnlab/q -- OK\nFail\n"),
+            (0, "\u{0}\u{1}garbage"),
+        ] {
+            assert!(judge_val(&run(code, out, "")).is_err(), "{code} {out:?}");
+        }
+        let killed = Run {
+            code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        assert_eq!(judge_val(&killed).unwrap_err(), "a signal, no output");
+        let silent = error_message(&run(1, "", "line one\nline two\n"));
+        assert_eq!(silent, "exit code 1: line one | line two");
+    }
+
+    #[test]
+    fn import_errors_keep_daches_own_words() {
+        let stderr = "Making data epnlab/q#import\n*** Error: /var/gavo/inputs/epnlab/q.rd mismatched tag: line 110, column 2\n";
+        assert_eq!(
+            error_message(&run(1, "", stderr)),
+            "/var/gavo/inputs/epnlab/q.rd mismatched tag: line 110, column 2"
+        );
+        let row = "Rows affected: 0\n*** Error:   Row\n  access_estsize -> '1024'\n  time_scale -> None\n  \nField fillepn: While executing fillepn in <rowmaker without id>: could\nnot convert string to float: 'notanumber'\n";
+        assert_eq!(
+            error_message(&run(1, "", row)),
+            "Field fillepn: While executing fillepn in <rowmaker without id>: could not convert string to float: 'notanumber'"
+        );
+        let partial = "*X*X* Error while importing source /var/gavo/inputs/epnlab/data/g1.csv; changes from this source will be rolled back, processing will continue. (bad)\n";
+        assert!(error_message(&run(101, "", partial)).starts_with("Error while importing source"));
+    }
+}

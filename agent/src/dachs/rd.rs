@@ -1,0 +1,133 @@
+//! What the agent needs to know of a resource descriptor without DaCHS: its schema and the
+//! tables it puts on disk for ADQL, which the post-apply health check queries one by one.
+//! Everything else about an RD is DaCHS's to judge (`dachs val`).
+
+use quick_xml::Reader;
+use quick_xml::events::Event;
+
+use super::votable::attr;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct RdError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// `schema.table` for every `<table onDisk="True" adql="True">` of the resource, in order.
+pub fn adql_tables(path: &str, xml: &str) -> Result<Vec<String>, RdError> {
+    let fail = |reason: String| RdError {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut reader = Reader::from_str(xml);
+    let mut schema: Option<String> = None;
+    let mut tables = Vec::new();
+    let mut depth = 0usize;
+    loop {
+        let event = reader.read_event().map_err(|e| {
+            fail(format!(
+                "not well-formed XML at byte {}: {e}",
+                reader.buffer_position()
+            ))
+        })?;
+        match event {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let open = matches!(event, Event::Start(_));
+                match (depth, e.local_name().as_ref()) {
+                    (0, b"resource") => {
+                        schema = attr(e, b"schema");
+                    }
+                    (0, other) => {
+                        return Err(fail(format!(
+                            "the root element is <{}>, not <resource>",
+                            String::from_utf8_lossy(other)
+                        )));
+                    }
+                    (1, b"table") => {
+                        let yes = |name: &[u8]| {
+                            attr(e, name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                        };
+                        if yes(b"onDisk") && yes(b"adql") {
+                            let id = attr(e, b"id")
+                                .ok_or_else(|| fail("an onDisk table has no id".into()))?;
+                            let schema = schema
+                                .as_deref()
+                                .ok_or_else(|| fail("<resource> has no schema attribute".into()))?;
+                            tables.push(format!("{schema}.{id}"));
+                        }
+                    }
+                    _ => {}
+                }
+                if open {
+                    depth += 1;
+                }
+            }
+            Event::End(_) => depth = depth.saturating_sub(1),
+            Event::Eof if depth > 0 => {
+                return Err(fail(
+                    "not well-formed XML: it ends inside an element".into(),
+                ));
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if schema.is_none() {
+        return Err(fail("no <resource schema=\"...\"> element".into()));
+    }
+    for t in &tables {
+        // The names go into an ADQL query: identifiers only.
+        if !t
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return Err(fail(format!("`{t}` is not a plain ADQL table name")));
+        }
+    }
+    Ok(tables)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_rd_has_one_adql_table() {
+        let xml = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/service/epnlab/q.rd"
+        ))
+        .unwrap();
+        assert_eq!(adql_tables("q.rd", &xml).unwrap(), ["epnlab.epn_core"]);
+    }
+
+    #[test]
+    fn bad_rds_are_refused_with_a_reason() {
+        for (xml, want) in [
+            (
+                "<resource schema='s'><table id='t' onDisk='True' adql='True'>",
+                "not well-formed",
+            ),
+            ("<html/>", "root element is <html>"),
+            (
+                "<resource><table id='t' onDisk='True' adql='True'/></resource>",
+                "no schema",
+            ),
+            (
+                "<resource schema='s'><table onDisk='True' adql='True'/></resource>",
+                "no id",
+            ),
+            (
+                "<resource schema='s;drop'><table id='t' onDisk='True' adql='True'/></resource>",
+                "plain ADQL",
+            ),
+            ("", "no <resource"),
+        ] {
+            let e = adql_tables("q.rd", xml).unwrap_err().to_string();
+            assert!(e.contains(want), "{xml}: {e}");
+        }
+        let hidden = "<resource schema='s'><table id='t' onDisk='True'/><table id='u' adql='True'/></resource>";
+        assert!(adql_tables("q.rd", hidden).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,461 @@
+//! Applying revisions to the real DaCHS 2.7 that the test command started: deploy the example
+//! service and query it, idempotent passes, broken revisions refused while a prober keeps
+//! querying, a failed import rolled back, a structural change, and a resource removed.
+//!
+//! Each test deploys its own copy of the example under its own schema (`vt_<name>`), so tests
+//! never share a table. `dachs.bin` is a wrapper that logs every invocation, which is how the
+//! tests count DaCHS commands.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::git::git;
+use common::*;
+
+const INPUTS: &str = "/var/gavo/inputs";
+
+struct Node {
+    repo: tempfile::TempDir,
+    home: Home,
+    name: String,
+    log: PathBuf,
+}
+
+fn run_git(dir: &Path, args: &[&str]) -> String {
+    let out = git(dir).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl Node {
+    /// A service repository holding the example resource renamed to `vt_<name>`, its granules
+    /// already in the resource's data directory (granule import is not this stage's job), and
+    /// an agent home that follows it.
+    fn new(name: &str) -> Option<Node> {
+        if !require_dachs() {
+            return None;
+        }
+        let name = format!("vt_{name}");
+        let repo = tempfile::tempdir().unwrap();
+        run_git(repo.path(), &["init", "-q", "-b", "main"]);
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let rd = std::fs::read_to_string(example.join("service/epnlab/q.rd"))
+            .unwrap()
+            .replace("epnlab", &name);
+        std::fs::create_dir_all(repo.path().join(&name)).unwrap();
+        std::fs::write(repo.path().join(&name).join("q.rd"), rd).unwrap();
+        let mut node = Node {
+            home: Home::new(&dachs_url(), ""),
+            log: PathBuf::new(),
+            repo,
+            name,
+        };
+        node.write_service(&[&node.name]);
+        node.commit("deploy");
+
+        // A clean slate: an earlier failed run may have left the resource behind.
+        remove_resource(&node.name);
+        let dir = Path::new(INPUTS).join(&node.name);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        for g in std::fs::read_dir(example.join("granules/epnlab")).unwrap() {
+            let g = g.unwrap().path();
+            std::fs::copy(&g, dir.join("data").join(g.file_name().unwrap())).unwrap();
+        }
+        let ok = std::process::Command::new("chown")
+            .args(["-R", "dachsroot:gavo"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+
+        // The wrapper runs as dachsroot: it must reach the home and write its log.
+        let log = node.home.write("dachs.log", "");
+        std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let wrapper = node.home.write(
+            "bin/dachs",
+            &format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/dachs \"$@\"\n",
+                log.display()
+            ),
+        );
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            node.home.dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        node.home.write(
+            "etc/agent.d/20-source.toml",
+            &format!(
+                "[source]\nurl = \"{}\"\n[dachs]\nbin = \"{}\"\n",
+                node.repo.path().display(),
+                wrapper.display()
+            ),
+        );
+        node.log = log;
+        Some(node)
+    }
+
+    fn write_service(&self, resources: &[&str]) {
+        let mut toml = String::new();
+        for r in resources {
+            toml.push_str(&format!(
+                "[[resource]]\ndir = \"{r}\"\n\n[[resource.collection]]\nname = \"granules\"\nsource = \"/srv/none\"\ntarget = \"data\"\n\n"
+            ));
+        }
+        std::fs::write(self.repo.path().join("vespa-service.toml"), toml).unwrap();
+    }
+
+    fn rd_path(&self) -> PathBuf {
+        self.repo.path().join(&self.name).join("q.rd")
+    }
+
+    fn edit_rd(&self, f: impl FnOnce(String) -> String) {
+        let rd = std::fs::read_to_string(self.rd_path()).unwrap();
+        std::fs::write(self.rd_path(), f(rd)).unwrap();
+    }
+
+    fn commit(&self, msg: &str) -> String {
+        run_git(self.repo.path(), &["add", "-A"]);
+        run_git(
+            self.repo.path(),
+            &["commit", "-q", "--allow-empty", "-m", msg],
+        );
+        run_git(self.repo.path(), &["rev-parse", "HEAD"])
+    }
+
+    fn commands(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn count(&self) -> Result<String, String> {
+        tap_query(&format!("SELECT COUNT(*) AS n FROM {}.epn_core", self.name))
+    }
+}
+
+/// Drops a test resource from DaCHS and removes its directory, if it is there.
+fn remove_resource(name: &str) {
+    let dir = Path::new(INPUTS).join(name);
+    if dir.join("q.rd").exists() {
+        let rd = format!("{name}/q");
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "dachsroot", "--", "dachs", "drop", &rd])
+            .output();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        remove_resource(&self.name);
+    }
+}
+
+/// One synchronous ADQL query: the first cell of the first row, or the failure.
+fn tap_query(adql: &str) -> Result<String, String> {
+    let enc: String = adql
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'*' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let body = format!("REQUEST=doQuery&LANG=ADQL&RESPONSEFORMAT=votable%2Ftd&QUERY={enc}");
+    let url = format!("{}/tap/sync", dachs_url().trim_start_matches("http://"));
+    let (code, text) = post_form(&url, &body).ok_or("no answer")?;
+    if code != 200 || !text.contains(r#"name="QUERY_STATUS" value="OK""#) {
+        let msg = text.split("QUERY_STATUS").nth(1).unwrap_or(&text);
+        return Err(format!("HTTP {code}: {}", &msg[..msg.len().min(300)]));
+    }
+    let cell = text
+        .split("<TD>")
+        .nth(1)
+        .and_then(|c| c.split("</TD>").next())
+        .unwrap_or("");
+    Ok(cell.to_owned())
+}
+
+fn post_form(addr_path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let (addr, path) = addr_path.split_at(addr_path.find('/')?);
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    let req = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let code = raw.split(' ').nth(1)?.parse().ok()?;
+    Some((code, raw.split_once("\r\n\r\n")?.1.to_owned()))
+}
+
+/// Queries the table without pause until stopped, counting failures.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(table: &str, expect: &str) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+        let adql = format!("SELECT COUNT(*) AS n FROM {table}");
+        let expect = expect.to_owned();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match tap_query(&adql) {
+                    Ok(n) if n == expect => {
+                        o.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(n) => f.lock().unwrap().push(format!("count {n}, not {expect}")),
+                    Err(e) => f.lock().unwrap().push(e),
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Prober {
+            stop,
+            ok,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops and returns (answered, failures).
+    fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.lock().unwrap().clone(),
+        )
+    }
+}
+
+#[test]
+fn deploys_the_example_then_passes_over_it_run_no_dachs_command_and_removal_drops_it() {
+    let Some(node) = Node::new("deploy") else {
+        return;
+    };
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(
+        node.count().as_deref(),
+        Ok("20"),
+        "the example's 20 granules over TAP"
+    );
+    let cmds = node.commands();
+    for needed in [
+        "val .vespa-stage/",
+        "imp vt_deploy/q",
+        "serve expireRDs vt_deploy/q",
+        "pub vt_deploy/q",
+    ] {
+        assert!(
+            cmds.iter().any(|c| c.starts_with(needed)),
+            "no `dachs {needed}`: {cmds:#?}"
+        );
+    }
+    assert!(
+        !Path::new(INPUTS).join(".vespa-stage/vt_deploy").exists(),
+        "the stage was left"
+    );
+    let meta = std::fs::metadata(Path::new(INPUTS).join("vt_deploy/q.rd")).unwrap();
+    assert_ne!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        0,
+        "a root-owned file in /var/gavo"
+    );
+
+    // Idempotent: the same revision again runs no DaCHS command at all.
+    let before = node.commands().len();
+    for _ in 0..2 {
+        let out = node.home.output(&["sync"]);
+        assert_eq!(out.code(), 0, "{out:?}");
+    }
+    assert_eq!(
+        node.commands().len(),
+        before,
+        "{:#?}",
+        &node.commands()[before..]
+    );
+
+    // Metadata-only change: imported and expired, still 20 rows.
+    node.edit_rd(|rd| rd.replace("EPN-TAP lab service", "EPN-TAP lab service, retitled"));
+    node.commit("retitle");
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(node.count().as_deref(), Ok("20"));
+
+    // Removed from the repository: dropped, directory gone, table gone from TAP.
+    node.write_service(&[]);
+    node.commit("remove");
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(
+        node.commands().iter().any(|c| c == "drop vt_deploy/q"),
+        "{:#?}",
+        node.commands()
+    );
+    assert!(!Path::new(INPUTS).join("vt_deploy").exists());
+    assert!(node.count().is_err(), "the table still answers");
+}
+
+/// What is broken, how the RD is edited to break it, and a word of DaCHS's message about it.
+type BrokenCase = (&'static str, fn(String) -> String, &'static str);
+
+#[test]
+fn broken_revisions_are_refused_and_the_service_answers_throughout() {
+    let Some(node) = Node::new("broken") else {
+        return;
+    };
+    assert_eq!(node.home.output(&["sync"]).code(), 0);
+    assert_eq!(node.count().as_deref(), Ok("20"));
+    let good = run_git(node.repo.path(), &["rev-parse", "HEAD"]);
+    let prober = Prober::start("vt_broken.epn_core", "20");
+
+    let cases: [BrokenCase; 4] = [
+        (
+            "xml error",
+            |rd| rd.replacen("</table>", "</tabel>", 1),
+            "mismatched tag",
+        ),
+        (
+            "bad mixin parameter",
+            |rd| {
+                rd.replace(
+                    "spatial_frame_type=\"body\"",
+                    "spatial_frame_type=\"bogus\"",
+                )
+            },
+            "bogus",
+        ),
+        (
+            "unknown column",
+            |rd| rd.replace("<map key=\"source_file\">", "<map key=\"no_such_column\">"),
+            "no_such_column",
+        ),
+        (
+            "import fails",
+            |rd| {
+                rd.replace(
+                    "<bind key=\"time_min\">@time_min</bind>",
+                    "<bind key=\"time_min\">float(\"notanumber\")</bind>",
+                )
+            },
+            "notanumber",
+        ),
+    ];
+    for (what, edit, says) in cases {
+        run_git(node.repo.path(), &["reset", "-q", "--hard", &good]);
+        node.edit_rd(edit);
+        let sha = node.commit(what);
+        // New granule data arrives too: an import then reads a file with the RD under test
+        // (updating imports skip files already read, so an RD error can otherwise hide).
+        let granule = Path::new(INPUTS).join("vt_broken/data/g00000000.csv");
+        let now = std::time::SystemTime::now();
+        std::fs::File::options()
+            .append(true)
+            .open(&granule)
+            .unwrap()
+            .set_modified(now)
+            .unwrap();
+        let out = node.home.output(&["sync"]);
+        assert_eq!(out.code(), 1, "{what}: {out:?}");
+        assert!(
+            out.stderr
+                .contains(&format!("commit {sha} rejected at apply")),
+            "{what}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(says),
+            "{what}: DaCHS's message is missing: {}",
+            out.stderr
+        );
+        let st = node.home.output(&["status"]);
+        assert!(
+            st.stdout.contains("FAILED at apply"),
+            "{what}: {}",
+            st.stdout
+        );
+        assert!(st.stdout.contains(says), "{what}: {}", st.stdout);
+        assert_eq!(
+            current(&node.home),
+            Some(format!("revisions/{good}")),
+            "{what}"
+        );
+        assert_eq!(node.count().as_deref(), Ok("20"), "{what}");
+        let on_disk = std::fs::read_to_string(Path::new(INPUTS).join("vt_broken/q.rd")).unwrap();
+        let kept = std::fs::read_to_string(
+            node.home
+                .path(&format!("state/revisions/{good}/vt_broken/q.rd")),
+        )
+        .unwrap();
+        assert_eq!(on_disk, kept, "{what}: the good RD is not the one on disk");
+    }
+    // DaCHS re-reads a replaced RD at most every 10 s; give a late reload the chance to fail.
+    std::thread::sleep(Duration::from_secs(11));
+    let (answered, failures) = prober.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failed queries during broken deploys: {failures:#?}",
+        failures.len()
+    );
+    assert!(answered > 20, "only {answered} queries");
+    eprintln!("prober: {answered} queries answered, 0 failed, during 4 broken deploys");
+}
+
+#[test]
+fn a_new_column_is_a_structural_change_done_as_drop_import_publish() {
+    let Some(node) = Node::new("structure") else {
+        return;
+    };
+    assert_eq!(node.home.output(&["sync"]).code(), 0);
+    node.edit_rd(|rd| {
+        rd.replace(
+            "<index columns=\"source_file\"/>",
+            "<column name=\"vt_note\" type=\"text\" description=\"a new column\"/>\n    <index columns=\"source_file\"/>",
+        )
+    });
+    node.commit("a new column");
+    let before = node.commands().len();
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let cmds = &node.commands()[before..];
+    let pos = |c: &str| cmds.iter().position(|x| x == c);
+    let (d, i, p) = (
+        pos("drop vt_structure/q"),
+        pos("imp vt_structure/q"),
+        pos("pub vt_structure/q"),
+    );
+    assert!(d.is_some() && d < i && i < p, "{cmds:#?}");
+    assert_eq!(
+        tap_query("SELECT COUNT(vt_note) AS n FROM vt_structure.epn_core").as_deref(),
+        Ok("0")
+    );
+    assert_eq!(node.count().as_deref(), Ok("20"));
+}
