@@ -154,7 +154,13 @@ pub async fn apply(
             && files::list(&cx.inputs.join(&res.dir), &unmanaged)
                 .and_then(|f| files::hash(&cx.inputs.join(&res.dir), &f))
                 .is_ok_and(|h| h == record.hash);
-        if !on_disk_same {
+        if on_disk_same {
+            // Unchanged, and identical in this revision: a later rollback restores it from
+            // here, so older revisions can be pruned.
+            if old.as_ref().is_some_and(|o| o.sha != sha) {
+                store(cx.store, |s| s.put_resource(&record))?;
+            }
+        } else {
             changes.push(Change {
                 res,
                 parsed,

@@ -179,8 +179,11 @@ impl Reconciler {
         );
         let settings = self.settings.borrow().clone();
 
-        // Every stage so far is safe to abandon at any await point (it only reads); a stage
-        // that writes must shield its critical section from this cancellation itself.
+        // A stop may abandon the pass at any await point. The source stage's writes run to
+        // completion on the blocking pool (a revision appears whole or not at all). The apply
+        // stage may stop between dachs commands (a running one is killed; its transaction rolls
+        // back): every file it had installed passed `dachs val`, and the next pass compares the
+        // files on disk with the state store's hashes and deploys again what differs.
         let cx = pass::PassContext {
             settings: &settings,
             runtime: &self.runtime,
