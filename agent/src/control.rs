@@ -157,3 +157,71 @@ pub async fn request_sync(state_dir: &Path, retry: bool) -> Result<PassRecord, C
     }
     serde_json::from_str(&line).map_err(|_| ControlError::Protocol(line.trim().to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Outcome;
+    use std::time::Duration;
+
+    async fn ask(path: &Path, request: &[u8]) -> String {
+        let mut s = UnixStream::connect(path).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).await.unwrap();
+        line
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_and_sync_answers_with_the_next_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = bind(dir.path()).unwrap();
+        let mode = std::fs::metadata(socket_path(dir.path()))
+            .unwrap()
+            .permissions();
+        assert_eq!(mode.mode() & 0o777, 0o600);
+        let runtime = Arc::new(Runtime::new(
+            Duration::from_secs(60),
+            Vec::new(),
+            String::new(),
+        ));
+        let (triggers, mut rx) = Triggers::channel();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, runtime.clone(), triggers, stop.clone()));
+        let path = socket_path(dir.path());
+
+        for bad in [
+            &b"rm -rf /\n"[..],
+            b"sync --retry --force\n",
+            &[b'x'; 10_000],
+            b"\n",
+        ] {
+            assert!(ask(&path, bad).await.contains("unknown request"));
+        }
+        assert!(rx.try_recv().is_err(), "a bad request triggered a pass");
+
+        let answer = tokio::spawn(async move { ask(&path, b"sync --retry\n").await });
+        assert_eq!(rx.recv().await, Some(Trigger::Manual));
+        assert!(runtime.take_retry());
+        // A pass that started before the request does not answer it.
+        let mut pass = PassRecord {
+            id: 1,
+            trigger: "timer".into(),
+            started_ms: now_ms() - 60_000,
+            finished_ms: Some(now_ms()),
+            outcome: Some(Outcome::Failure),
+            stage: None,
+            error: Some("old".into()),
+        };
+        runtime.set_last_pass(pass.clone());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!answer.is_finished());
+        pass.id = 2;
+        pass.started_ms = now_ms();
+        pass.outcome = Some(Outcome::Success);
+        runtime.set_last_pass(pass);
+        let got: PassRecord = serde_json::from_str(&answer.await.unwrap()).unwrap();
+        assert_eq!((got.id, got.outcome), (2, Some(Outcome::Success)));
+        stop.cancel();
+    }
+}

@@ -51,12 +51,16 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION")
     );
 
-    let control = crate::control::bind(&settings.state_dir).with_context(|| {
-        format!(
-            "cannot create the control socket {}",
-            crate::control::socket_path(&settings.state_dir).display()
-        )
-    })?;
+    // Without the socket the daemon still does its job; only `sync` cannot reach it.
+    let control = crate::control::bind(&settings.state_dir)
+        .inspect_err(|e| {
+            tracing::warn!(
+                socket = %crate::control::socket_path(&settings.state_dir).display(),
+                error = %e,
+                "cannot create the control socket; `vespa-agent sync` will not reach this daemon"
+            );
+        })
+        .ok();
 
     let metrics = Arc::new(Metrics::new());
     let runtime = Arc::new(Runtime::new(
@@ -83,12 +87,14 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     ));
-    tokio::spawn(crate::control::serve(
-        control,
-        runtime.clone(),
-        triggers.clone(),
-        shutdown.clone(),
-    ));
+    if let Some(control) = control {
+        tokio::spawn(crate::control::serve(
+            control,
+            runtime.clone(),
+            triggers.clone(),
+            shutdown.clone(),
+        ));
+    }
     let loop_task = tokio::spawn(
         Reconciler {
             store: std::sync::Mutex::new(store),
