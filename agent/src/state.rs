@@ -348,28 +348,7 @@ impl StateStore {
     }
 
     pub fn resources(&self) -> Result<Vec<ResourceRecord>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT dir, rd_id, hash, published, tables, sha FROM resources ORDER BY dir")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                let tables: String = r.get(4)?;
-                Ok(ResourceRecord {
-                    dir: r.get(0)?,
-                    rd_id: r.get(1)?,
-                    hash: r.get(2)?,
-                    published: r.get(3)?,
-                    tables: tables
-                        .split(' ')
-                        .filter(|t| !t.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
-                    sha: r.get(5)?,
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        resources(&self.conn, &self.path)
     }
 
     pub fn put_resource(&self, r: &ResourceRecord) -> Result<(), StateError> {
@@ -449,6 +428,14 @@ impl StateReader {
         query_pass(&self.conn, &self.path, "WHERE outcome = 'success'")
     }
 
+    /// Stores before version 3 have no `resources` table yet: nothing deployed.
+    pub fn resources(&self) -> Result<Vec<ResourceRecord>, StateError> {
+        resources(&self.conn, &self.path).or_else(|e| match e {
+            StateError::Sqlite { .. } => Ok(Vec::new()),
+            e => Err(e),
+        })
+    }
+
     /// Version 1 stores have no `meta` table yet: they know no revision.
     pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
         meta(&self.conn, &self.path, key).or_else(|e| match e {
@@ -460,6 +447,31 @@ impl StateReader {
     pub fn commit(&self, sha: &str) -> Result<Option<CommitRecord>, StateError> {
         commit(&self.conn, &self.path, sha)
     }
+}
+
+fn resources(conn: &Connection, path: &Path) -> Result<Vec<ResourceRecord>, StateError> {
+    let err = |e| classify(path, e);
+    let mut stmt = conn
+        .prepare("SELECT dir, rd_id, hash, published, tables, sha FROM resources ORDER BY dir")
+        .map_err(err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            let tables: String = r.get(4)?;
+            Ok(ResourceRecord {
+                dir: r.get(0)?,
+                rd_id: r.get(1)?,
+                hash: r.get(2)?,
+                published: r.get(3)?,
+                tables: tables
+                    .split(' ')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                sha: r.get(5)?,
+            })
+        })
+        .map_err(err)?;
+    rows.collect::<Result<_, _>>().map_err(err)
 }
 
 fn meta(conn: &Connection, path: &Path, key: &str) -> Result<Option<String>, StateError> {

@@ -290,6 +290,10 @@ fn deploys_the_example_then_passes_over_it_run_no_dachs_command_and_removal_drop
         "a root-owned file in /var/gavo"
     );
 
+    let st = node.home.output(&["status"]);
+    let line = "resource:     vt_deploy (vt_deploy/q, published; tables vt_deploy.epn_core)";
+    assert!(st.stdout.contains(line), "{}", st.stdout);
+
     // Idempotent: the same revision again runs no DaCHS command at all.
     let before = node.commands().len();
     for _ in 0..2 {

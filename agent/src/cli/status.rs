@@ -95,6 +95,10 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
         }
         _ => (None, None, None),
     };
+    let resources = match &store {
+        Ok(Some(r)) => r.resources()?,
+        _ => Vec::new(),
+    };
     let code = if daemon.is_ok() {
         ExitCode::SUCCESS
     } else {
@@ -112,6 +116,7 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
             "desired_revision": desired,
             "applied_revision": applied,
             "desired_revision_failure": desired_failure,
+            "resources": resources,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(code);
@@ -168,6 +173,24 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
             "desired commit FAILED at {}: {} (not retried until a newer commit or `vespa-agent sync --retry`)",
             f.stage.as_deref().unwrap_or("?"),
             f.error.as_deref().unwrap_or("")
+        );
+    }
+    for r in &resources {
+        let published = if r.published {
+            "published"
+        } else {
+            "not published"
+        };
+        println!(
+            "resource:     {} ({}, {published}; tables {}) from {}",
+            r.dir,
+            r.rd_id,
+            if r.tables.is_empty() {
+                "none".to_owned()
+            } else {
+                r.tables.join(", ")
+            },
+            &r.sha[..r.sha.len().min(12)]
         );
     }
     match &last {
