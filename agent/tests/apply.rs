@@ -260,6 +260,29 @@ fn deploys_the_example_then_passes_over_it_run_no_dachs_command_and_removal_drop
     let Some(node) = Node::new("deploy") else {
         return;
     };
+    let plan = node.home.output(&["plan"]);
+    assert_eq!(plan.code(), 2, "{plan:?}");
+    assert!(
+        plan.stdout.contains("deploy vt_deploy (new resource)"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("/var/gavo/inputs/vt_deploy/q.rd"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        node.commands().is_empty(),
+        "plan ran dachs: {:#?}",
+        node.commands()
+    );
+    assert_eq!(current(&node.home), None, "plan moved current");
+    assert!(
+        !Path::new(INPUTS).join("vt_deploy/q.rd").exists(),
+        "plan wrote the RD"
+    );
+
     let out = node.home.output(&["sync"]);
     assert_eq!(out.code(), 0, "{out:?}");
     assert_eq!(
@@ -306,6 +329,36 @@ fn deploys_the_example_then_passes_over_it_run_no_dachs_command_and_removal_drop
         "{:#?}",
         &node.commands()[before..]
     );
+    let plan = node.home.output(&["plan"]);
+    assert_eq!(plan.code(), 0, "{plan:?}");
+    assert!(
+        plan.stdout.contains("nothing would change"),
+        "{}",
+        plan.stdout
+    );
+
+    // Drift: a local edit is shown by plan and reverted by the next pass.
+    let deployed = Path::new(INPUTS).join("vt_deploy/q.rd");
+    let good = std::fs::read_to_string(&deployed).unwrap();
+    std::fs::write(
+        &deployed,
+        good.replace("</resource>", "<!-- local edit --></resource>"),
+    )
+    .unwrap();
+    let plan = node.home.output(&["plan"]);
+    assert_eq!(plan.code(), 2, "{plan:?}");
+    assert!(plan.stdout.contains("(drift), restore"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("  ~ /var/gavo/inputs/vt_deploy/q.rd"),
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(node.home.output(&["sync"]).code(), 0);
+    assert_eq!(
+        std::fs::read_to_string(&deployed).unwrap(),
+        good,
+        "the drift was not reverted"
+    );
 
     // Metadata-only change: imported and expired, still 20 rows.
     node.edit_rd(|rd| rd.replace("EPN-TAP lab service", "EPN-TAP lab service, retitled"));
@@ -316,7 +369,20 @@ fn deploys_the_example_then_passes_over_it_run_no_dachs_command_and_removal_drop
 
     // Removed from the repository: dropped, directory gone, table gone from TAP.
     node.write_service(&[]);
-    node.commit("remove");
+    let removal = node.commit("remove");
+    let plan = node.home.output(&["plan"]);
+    assert_eq!(plan.code(), 2, "{plan:?}");
+    assert!(
+        plan.stdout.contains(&format!("commit {removal}")),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("remove vt_deploy: dachs drop vt_deploy/q"),
+        "{}",
+        plan.stdout
+    );
     let out = node.home.output(&["sync"]);
     assert_eq!(out.code(), 0, "{out:?}");
     assert!(

@@ -82,6 +82,37 @@ pub fn hash(root: &Path, files: &[PathBuf]) -> Result<String, FilesError> {
 
 pub const TMP_PREFIX: &str = ".vespa-tmp-";
 
+/// How the files `new` under `new_root` differ from `old` under `old_root`: paths added,
+/// changed (content, kind or mode) and removed.
+pub type Diff = (Vec<PathBuf>, Vec<PathBuf>, Vec<PathBuf>);
+
+pub fn diff(
+    new_root: &Path,
+    new: &[PathBuf],
+    old_root: &Path,
+    old: &[PathBuf],
+) -> Result<Diff, FilesError> {
+    let old_set: BTreeSet<&PathBuf> = old.iter().collect();
+    let new_set: BTreeSet<&PathBuf> = new.iter().collect();
+    let mut added = Vec::new();
+    let mut changed = Vec::new();
+    for p in new {
+        if !old_set.contains(p) {
+            added.push(p.clone());
+        } else if hash(new_root, std::slice::from_ref(p))?
+            != hash(old_root, std::slice::from_ref(p))?
+        {
+            changed.push(p.clone());
+        }
+    }
+    let removed = old
+        .iter()
+        .filter(|p| !new_set.contains(p))
+        .cloned()
+        .collect();
+    Ok((added, changed, removed))
+}
+
 /// Who the files in DaCHS's inputs directory belong to.
 #[derive(Clone, Copy, Debug)]
 pub struct Owner {

@@ -88,14 +88,16 @@ fn store<T>(
 }
 
 /// One resource to (re)deploy.
-struct Change<'a> {
-    res: &'a Resource,
+pub struct Change<'a> {
+    pub res: &'a Resource,
+    pub why: Why,
     /// The RD's ADQL tables, or why they could not be read.
     parsed: Result<Vec<String>, String>,
     unmanaged: Vec<String>,
-    files: Vec<PathBuf>,
-    record: ResourceRecord,
-    old: Option<ResourceRecord>,
+    /// The managed files, relative to the resource directory.
+    pub files: Vec<PathBuf>,
+    pub record: ResourceRecord,
+    pub old: Option<ResourceRecord>,
 }
 
 /// How far a deploy got, so that a rollback undoes exactly that.
@@ -110,24 +112,57 @@ fn rd_file(res: &Resource) -> PathBuf {
     PathBuf::from(format!("{}.rd", res.rd))
 }
 
-/// Applies the revision at `root` (commit `sha`, described by `service`).
-pub async fn apply(
-    cx: &ApplyContext<'_>,
+/// Why a resource is deployed again.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Why {
+    /// Not deployed before.
+    New,
+    /// Its files differ from the ones on disk: paths added, changed and removed.
+    Files {
+        added: Vec<PathBuf>,
+        changed: Vec<PathBuf>,
+        removed: Vec<PathBuf>,
+        /// The revision is the deployed one: someone edited the files on disk.
+        drift: bool,
+    },
+    /// Only `publish` changed.
+    Publication,
+}
+
+/// What a pass would do, computed without touching anything.
+pub struct Plan<'a> {
+    pub changes: Vec<Change<'a>>,
+    pub removals: Vec<ResourceRecord>,
+    /// Resources unchanged by the revision whose records move to it.
+    pub carried: Vec<ResourceRecord>,
+}
+
+impl Plan<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.removals.is_empty()
+    }
+}
+
+/// Compares the revision at `root` (commit `sha`) with what is deployed (`deployed`, from the
+/// state store) and with the files under `inputs`.
+pub fn plan<'a>(
+    inputs: &Path,
+    deployed: Vec<ResourceRecord>,
     sha: &str,
     root: &Path,
-    service: &Service,
-) -> Result<Report, ApplyError> {
-    let started = (cx.dachs.commands_started(), cx.dachs.time_spent());
-    let deployed: BTreeMap<String, ResourceRecord> = store(cx.store, |s| s.resources())?
-        .into_iter()
-        .map(|r| (r.dir.clone(), r))
-        .collect();
-
-    let mut changes = Vec::new();
+    service: &'a Service,
+) -> Result<Plan<'a>, ApplyError> {
+    let deployed: BTreeMap<String, ResourceRecord> =
+        deployed.into_iter().map(|r| (r.dir.clone(), r)).collect();
+    let local = |e: files::FilesError| ApplyError::Local(e.to_string());
+    let mut plan = Plan {
+        changes: Vec::new(),
+        removals: Vec::new(),
+        carried: Vec::new(),
+    };
     for res in &service.resources {
         let unmanaged: Vec<String> = res.collections.iter().map(|c| c.target.clone()).collect();
         let src = root.join(&res.dir);
-        let local = |e: files::FilesError| ApplyError::Local(e.to_string());
         let files = files::list(&src, &unmanaged).map_err(local)?;
         let hash = files::hash(&src, &files).map_err(local)?;
         let rd_path = src.join(rd_file(res));
@@ -146,37 +181,65 @@ pub async fn apply(
             sha: sha.to_owned(),
         };
         let old = deployed.get(&res.dir).cloned();
-        let same = old.as_ref().is_some_and(|o| {
-            o.hash == record.hash && o.published == record.published && o.rd_id == record.rd_id
-        });
-        // Files on disk that differ from what was deployed are drift: deploy again.
-        let on_disk_same = same
-            && files::list(&cx.inputs.join(&res.dir), &unmanaged)
-                .and_then(|f| files::hash(&cx.inputs.join(&res.dir), &f))
-                .is_ok_and(|h| h == record.hash);
-        if on_disk_same {
-            // Unchanged, and identical in this revision: a later rollback restores it from
-            // here, so older revisions can be pruned.
-            if old.as_ref().is_some_and(|o| o.sha != sha) {
-                store(cx.store, |s| s.put_resource(&record))?;
+        let target = inputs.join(&res.dir);
+        let on_disk = files::list(&target, &unmanaged).map_err(local)?;
+        let (added, changed, removed) =
+            files::diff(&src, &files, &target, &on_disk).map_err(local)?;
+        let same_files = added.is_empty() && changed.is_empty() && removed.is_empty();
+        let why = match &old {
+            None => Some(Why::New),
+            Some(o) if !same_files || o.hash != record.hash || o.rd_id != record.rd_id => {
+                Some(Why::Files {
+                    drift: o.hash == record.hash,
+                    added,
+                    changed,
+                    removed,
+                })
             }
-        } else {
-            changes.push(Change {
+            Some(o) if o.published != record.published => Some(Why::Publication),
+            Some(_) => None,
+        };
+        match why {
+            Some(why) => plan.changes.push(Change {
                 res,
+                why,
                 parsed,
                 unmanaged,
                 files,
                 record,
                 old,
-            });
+            }),
+            // Unchanged, and identical in this revision: a later rollback restores it from
+            // here, so older revisions can be pruned.
+            None if old.as_ref().is_some_and(|o| o.sha != sha) => plan.carried.push(record),
+            None => {}
         }
     }
     let wanted: Vec<&str> = service.resources.iter().map(|r| r.dir.as_str()).collect();
-    let removals: Vec<ResourceRecord> = deployed
-        .values()
+    plan.removals = deployed
+        .into_values()
         .filter(|r| !wanted.contains(&r.dir.as_str()))
-        .cloned()
         .collect();
+    Ok(plan)
+}
+
+/// Applies the revision at `root` (commit `sha`, described by `service`).
+pub async fn apply(
+    cx: &ApplyContext<'_>,
+    sha: &str,
+    root: &Path,
+    service: &Service,
+) -> Result<Report, ApplyError> {
+    let started = (cx.dachs.commands_started(), cx.dachs.time_spent());
+    let deployed = store(cx.store, |s| s.resources())?;
+    let Plan {
+        changes,
+        removals,
+        carried,
+    } = plan(cx.inputs, deployed, sha, root, service)?;
+    for record in &carried {
+        store(cx.store, |s| s.put_resource(record))?;
+    }
 
     let mut report = Report::default();
     let mut done: Vec<(Change, Progress)> = Vec::new();

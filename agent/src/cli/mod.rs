@@ -1,5 +1,6 @@
 //! The command line. The same definitions produce `--help` and (with clap_mangen) the man page.
 
+mod plan;
 mod status;
 
 use std::path::PathBuf;
@@ -59,6 +60,9 @@ pub enum Command {
         #[arg(long)]
         retry: bool,
     },
+    /// Show what the next pass would change (commit, files, imports, publications, removals)
+    /// without touching anything: exit 0 if nothing, 2 if something would change
+    Plan,
     /// Check the configuration and print it merged, each value with the file and line it came
     /// from (exit 78 if it is invalid)
     CheckConfig,
@@ -113,6 +117,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => {
             let settings = config::load(&layout)?;
             status::show(&settings, json)
+        }
+        Command::Plan => {
+            let settings = config::load(&layout)?;
+            plan::show(&settings)
         }
         Command::Sync { retry } => {
             let settings = config::load(&layout)?;

@@ -129,7 +129,7 @@ fn remote_error(spec: &FetchSpec, refused: &Cell<bool>, e: &git2::Error) -> Fetc
 }
 
 /// Where the mirror keeps the followed tip.
-const FOLLOWED_REF: &str = "refs/vespa/followed";
+pub const FOLLOWED_REF: &str = "refs/vespa/followed";
 
 /// Brings the followed commit into `repo` and returns its SHA.
 pub fn fetch(repo: &Repository, spec: &FetchSpec) -> Result<Fetched, FetchError> {

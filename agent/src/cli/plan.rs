@@ -1,0 +1,213 @@
+//! `vespa-agent plan`: what the next pass would change, computed without touching the node.
+//! The followed ref is fetched into a temporary repository that borrows the mirror's objects
+//! (git alternates), so only what is new crosses the network and neither the mirror, the
+//! revisions, `current`, the state store nor DaCHS is written. Exit 0: nothing would change;
+//! 2: something would (like `terraform plan -detailed-exitcode`); 1: the plan failed.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::apply::{self, Why};
+use crate::config::{Settings, Verify};
+use crate::service;
+use crate::source::fetch::{self, FetchSpec};
+use crate::source::revisions::Revisions;
+use crate::source::verify;
+use crate::state::{self, StateReader};
+
+pub const CHANGES: u8 = 2;
+
+/// The revision the next pass would converge to, materialized in `scratch`.
+struct Next {
+    sha: String,
+    root: std::path::PathBuf,
+    /// Not the applied commit.
+    fresh: bool,
+}
+
+/// Fetches the followed ref into a scratch repository whose object store falls back on the
+/// agent's mirror, and writes the commit's tree under `scratch`.
+fn preview(
+    settings: &Settings,
+    url: &str,
+    applied: Option<&str>,
+    scratch: &Path,
+) -> anyhow::Result<Next> {
+    let repo = git2::Repository::init_bare(scratch.join("repo.git"))?;
+    let mirror = settings.state_dir.join("mirror.git");
+    if let Ok(m) = git2::Repository::open_bare(&mirror) {
+        std::fs::write(
+            scratch.join("repo.git/objects/info/alternates"),
+            format!("{}\n", mirror.join("objects").display()),
+        )?;
+        // The mirror's tip as a local ref: the server then sends only what is newer.
+        if let Ok(r) = m.find_reference(fetch::FOLLOWED_REF)
+            && let Some(oid) = r.target()
+        {
+            repo.reference(fetch::FOLLOWED_REF, oid, true, "plan")?;
+        }
+    }
+    if let Some(ca) = &settings.source.ca_file {
+        // SAFETY: this process runs no other libgit2 work concurrently.
+        unsafe { git2::opts::set_ssl_cert_file(ca) }?;
+    }
+    let token = match &settings.source.token_file {
+        Some(f) => Some(
+            f.read()
+                .map_err(|m| anyhow::anyhow!("source.token-file: {m}"))?,
+        ),
+        None => None,
+    };
+    let spec = FetchSpec {
+        url: url.to_owned(),
+        follow: settings.source.follow.clone(),
+        username: settings.source.username.clone(),
+        token,
+    };
+    let sha = fetch::fetch(&repo, &spec)?.sha;
+    if !matches!(settings.source.verify, Verify::None) {
+        verify::check(&repo, &sha, applied, &settings.source.verify)
+            .with_context(|| format!("commit {sha} would be rejected at verify"))?;
+    }
+    let revisions = Revisions::new(scratch);
+    let staged = revisions.stage(&repo, &sha)?;
+    let root = staged.accept()?;
+    Ok(Next {
+        fresh: applied != Some(sha.as_str()),
+        sha,
+        root,
+    })
+}
+
+pub fn show(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let reader = StateReader::open(&settings.state_dir)?;
+    let (applied, deployed) = match &reader {
+        Some(r) => (r.meta(state::APPLIED)?, r.resources()?),
+        None => (None, Vec::new()),
+    };
+    let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
+    let next = match &settings.source.url {
+        Some(url) => preview(settings, url, applied.as_deref(), scratch.path())?,
+        None => match &applied {
+            Some(a) => Next {
+                sha: a.clone(),
+                root: Revisions::new(&settings.state_dir).dir(a),
+                fresh: false,
+            },
+            None => {
+                println!("no source.url is configured and nothing was applied: nothing to do");
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
+    };
+    if next.fresh
+        && let Some(r) = &reader
+        && let Some(c) = r.commit(&next.sha)?
+        && c.outcome.as_deref() == Some("failed")
+    {
+        println!(
+            "commit {} failed at {} and is not retried: {}",
+            next.sha,
+            c.stage.as_deref().unwrap_or("?"),
+            c.error.as_deref().unwrap_or("")
+        );
+        println!("nothing would change (push a newer commit, or run `vespa-agent sync --retry`)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let service = service::load(&next.root)
+        .with_context(|| format!("commit {} would be rejected at validate", next.sha))?;
+    let mut changes = 0;
+    if next.fresh {
+        changes += 1;
+        println!(
+            "commit {} (applied: {})",
+            next.sha,
+            applied.as_deref().unwrap_or("none")
+        );
+    } else {
+        println!("commit {} (applied)", next.sha);
+    }
+    if !settings.dachs.apply {
+        println!("dachs.apply = false: DaCHS is left alone; `current` would move to the commit");
+    } else {
+        let plan = apply::plan(
+            &settings.dachs.inputs_dir,
+            deployed,
+            &next.sha,
+            &next.root,
+            &service,
+        )?;
+        for c in &plan.changes {
+            changes += 1;
+            print_change(c, &settings.dachs.inputs_dir);
+        }
+        for r in &plan.removals {
+            changes += 1;
+            println!(
+                "remove {}: dachs drop {} (also unpublishes), delete {}",
+                r.dir,
+                r.rd_id,
+                settings.dachs.inputs_dir.join(&r.dir).display()
+            );
+        }
+    }
+    if changes == 0 {
+        println!("nothing would change");
+        return Ok(ExitCode::SUCCESS);
+    }
+    Ok(ExitCode::from(CHANGES))
+}
+
+fn print_change(c: &apply::Change<'_>, inputs: &Path) {
+    let rd = &c.record.rd_id;
+    let dir = inputs.join(&c.res.dir);
+    match &c.why {
+        Why::New => {
+            println!("deploy {} (new resource)", c.res.dir);
+            for p in &c.files {
+                println!("  + {}", dir.join(p).display());
+            }
+        }
+        Why::Files {
+            added,
+            changed,
+            removed,
+            drift,
+        } => {
+            let what = if *drift {
+                "files on disk differ from the applied revision (drift), restore"
+            } else {
+                "files changed"
+            };
+            println!("deploy {}: {what}", c.res.dir);
+            for (sign, list) in [("+", added), ("~", changed), ("-", removed)] {
+                for p in list {
+                    println!("  {sign} {}", dir.join(p).display());
+                }
+            }
+        }
+        Why::Publication => println!("deploy {}: publication changes", c.res.dir),
+    }
+    let publish = if c.res.publish {
+        format!("dachs pub {rd}")
+    } else if c.old.as_ref().is_some_and(|o| o.published) {
+        format!("dachs pub -u {rd}")
+    } else {
+        "not published".into()
+    };
+    let structure = if c.old.is_some() {
+        ", dachs val -c (a structural change adds dachs drop)"
+    } else {
+        ""
+    };
+    println!(
+        "  then: dachs val{structure}, dachs imp {rd}, dachs serve expireRDs {rd}, {publish}, TAP check of {}",
+        if c.record.tables.is_empty() {
+            "its tables".to_owned()
+        } else {
+            c.record.tables.join(", ")
+        }
+    );
+}
