@@ -76,27 +76,7 @@ impl Node {
             .unwrap();
         assert!(ok.success());
 
-        // The wrapper runs as dachsroot: it must reach the home and write its log.
-        let log = node.home.write("dachs.log", "");
-        std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .unwrap();
-        let wrapper = node.home.write(
-            "bin/dachs",
-            &format!(
-                "#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/dachs \"$@\"\n",
-                log.display()
-            ),
-        );
-        std::fs::set_permissions(
-            &wrapper,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            node.home.dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        let (wrapper, log) = dachs_wrapper(&node.home);
         node.home.write(
             "etc/agent.d/20-source.toml",
             &format!(

@@ -13,6 +13,7 @@
 //! agent only ever expires an RD that passed `dachs val`.
 
 pub mod files;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,9 +34,10 @@ pub const STAGE_DIR: &str = ".vespa-stage";
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// A step failed; `rollback` says whether the previous state was restored.
-    #[error("resource {dir}: {step} failed: {message}{}", rollback_note(.rollback))]
+    #[error("{subject}: {step} failed: {message}{}", rollback_note(.rollback))]
     Step {
-        dir: String,
+        /// `resource <dir>`, or the DaCHS settings file.
+        subject: String,
         step: &'static str,
         kind: &'static str,
         message: String,
@@ -65,6 +67,8 @@ impl ApplyError {
 /// What a pass changed.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// gavo.rc was rewritten and DaCHS restarted.
+    pub settings_changed: bool,
     pub deployed: Vec<String>,
     pub removed: Vec<String>,
     pub dachs_commands: u64,
@@ -75,6 +79,9 @@ pub struct ApplyContext<'a> {
     pub dachs: &'a Dachs,
     pub tap: &'a TapClient,
     pub inputs: &'a Path,
+    pub gavo_rc: &'a Path,
+    /// `dachs.restart`; empty for automatic.
+    pub restart: &'a [String],
     pub state_dir: &'a Path,
     pub store: &'a Mutex<StateStore>,
     pub runtime: &'a Runtime,
@@ -240,6 +247,7 @@ pub async fn apply(
     for record in &carried {
         store(cx.store, |s| s.put_resource(record))?;
     }
+    let settings_changed = server::apply(cx, &service.server).await?;
 
     let mut report = Report::default();
     let mut done: Vec<(Change, Progress)> = Vec::new();
@@ -262,8 +270,14 @@ pub async fn apply(
                         restored = r;
                     }
                 }
+                if let Some(c) = &settings_changed {
+                    let r = server::restore(cx, c).await;
+                    if restored.is_ok() {
+                        restored = r;
+                    }
+                }
                 return Err(ApplyError::Step {
-                    dir: change.res.dir.clone(),
+                    subject: format!("resource {}", change.res.dir),
                     step,
                     kind: step_kind(step, &e),
                     message: e.message(),
@@ -276,7 +290,7 @@ pub async fn apply(
         cx.runtime
             .set_activity(format!("removing resource {}", gone.dir));
         remove(cx, &gone).await.map_err(|e| ApplyError::Step {
-            dir: gone.dir.clone(),
+            subject: format!("resource {}", gone.dir),
             step: "remove",
             kind: "dachs_failed",
             message: e.message(),
@@ -285,6 +299,7 @@ pub async fn apply(
         store(cx.store, |s| s.remove_resource(&gone.dir))?;
         report.removed.push(gone.dir);
     }
+    report.settings_changed = settings_changed.is_some();
     report.dachs_commands = cx.dachs.commands_started() - started.0;
     report.dachs_time = cx.dachs.time_spent() - started.1;
     Ok(report)

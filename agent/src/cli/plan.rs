@@ -132,6 +132,20 @@ pub fn show(settings: &Settings) -> anyhow::Result<ExitCode> {
     if !settings.dachs.apply {
         println!("dachs.apply = false: DaCHS is left alone; `current` would move to the commit");
     } else {
+        let rc = &settings.dachs.gavo_rc;
+        if let Some((old, new)) =
+            apply::server::pending(rc, &service.server).map_err(|m| anyhow::anyhow!(m))?
+        {
+            changes += 1;
+            println!("settings {}: then restart DaCHS", rc.display());
+            // Only managed lines differ; the operator's (the admin password among them) never show.
+            for l in old.lines().filter(|l| !new.lines().any(|n| n == *l)) {
+                println!("  - {l}");
+            }
+            for l in new.lines().filter(|l| !old.lines().any(|o| o == *l)) {
+                println!("  + {l}");
+            }
+        }
         let plan = apply::plan(
             &settings.dachs.inputs_dir,
             deployed,

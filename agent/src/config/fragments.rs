@@ -86,6 +86,7 @@ pub struct DachsFragment {
     pub query_timeout: Option<Value>,
     pub command_timeout: Option<Value>,
     pub apply: Option<Value>,
+    pub restart: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -142,6 +142,12 @@ pub const KEYS: &[KeySpec] = &[
         help: "time limit of one dachs command such as an import (10s to 1d)",
     },
     KeySpec {
+        key: "dachs.restart",
+        default: Some("auto"),
+        secret: false,
+        help: "how to restart DaCHS after a gavo.rc change: auto (systemctl restart dachs under systemd, else dachs serve restart) or a command",
+    },
+    KeySpec {
         key: "dachs.apply",
         default: Some("true"),
         secret: false,
@@ -268,6 +274,8 @@ pub struct DachsSettings {
     pub command_timeout: Duration,
     /// False: follow the repository without touching DaCHS.
     pub apply: bool,
+    /// The restart command; empty for `auto`.
+    pub restart: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -419,6 +427,7 @@ fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
         put("dachs.query-timeout", d.query_timeout);
         put("dachs.command-timeout", d.command_timeout);
         put("dachs.apply", d.apply);
+        put("dachs.restart", d.restart);
     }
     if let Some(s) = f.source {
         put("source.url", s.url);
@@ -565,6 +574,21 @@ fn branch_name(v: &str) -> Result<String, String> {
     Ok(v.to_owned())
 }
 
+/// `auto`, or a command whose program is an absolute path (no shell: arguments are split on
+/// whitespace).
+fn restart_command(v: &str) -> Result<Vec<String>, String> {
+    if v == "auto" {
+        return Ok(Vec::new());
+    }
+    let words: Vec<String> = v.split_whitespace().map(str::to_owned).collect();
+    match words.first() {
+        Some(p) if p.starts_with('/') => Ok(words),
+        _ => Err(format!(
+            "`{v}` must be auto or a command starting with an absolute path, like \"/usr/bin/systemctl restart dachs\""
+        )),
+    }
+}
+
 fn boolean(v: &str) -> Result<bool, String> {
     match v {
         "true" => Ok(true),
@@ -618,6 +642,7 @@ impl Settings {
             query_timeout: c.duration("dachs.query-timeout", SECOND, 600 * SECOND)?,
             command_timeout: c.duration("dachs.command-timeout", 10 * SECOND, 86400 * SECOND)?,
             apply: c.parse("dachs.apply", boolean)?,
+            restart: c.parse("dachs.restart", restart_command)?,
         };
         let branch = c.parse("source.branch", branch_name)?;
         let tag = c.optional("source.tag", branch_name)?;

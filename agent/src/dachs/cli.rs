@@ -100,10 +100,27 @@ impl Dachs {
 
     /// Runs `dachs <args>` and returns what it did, whatever its exit code.
     pub async fn run(&self, args: &[&str]) -> Result<Run, DachsError> {
-        let shown = format!("dachs {}", args.join(" "));
+        self.finish(format!("dachs {}", args.join(" ")), self.command(args))
+            .await
+    }
+
+    /// Runs a program as the agent's own user (restarting the server needs root), with the
+    /// same time limit and logging as a `dachs` command.
+    pub async fn run_program(&self, argv: &[String]) -> Result<Run, DachsError> {
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..])
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        self.finish(argv.join(" "), c).await
+    }
+
+    async fn finish(&self, shown: String, mut command: Command) -> Result<Run, DachsError> {
         let started = Instant::now();
         self.started.fetch_add(1, Ordering::Relaxed);
-        let child = self.command(args).spawn().map_err(|e| DachsError::Spawn {
+        let child = command.spawn().map_err(|e| DachsError::Spawn {
             command: shown.clone(),
             reason: e.to_string(),
         })?;

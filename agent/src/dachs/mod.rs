@@ -2,6 +2,7 @@
 //! commands ([`cli`]), resource descriptors ([`rd`]) and the TAP service ([`tap`], [`votable`]).
 
 pub mod cli;
+pub mod gavo_rc;
 pub mod rd;
 pub mod tap;
 pub mod votable;

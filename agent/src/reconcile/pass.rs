@@ -104,6 +104,8 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
             dachs: &dachs,
             tap: &tap,
             inputs: &dachs_settings.inputs_dir,
+            gavo_rc: &dachs_settings.gavo_rc,
+            restart: &dachs_settings.restart,
             state_dir: &cx.settings.state_dir,
             store: cx.store,
             runtime: cx.runtime,
@@ -115,6 +117,7 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
                     let total = started.elapsed();
                     tracing::info!(
                         commit = %t.sha,
+                        settings_changed = report.settings_changed,
                         deployed = ?report.deployed,
                         removed = ?report.removed,
                         dachs_commands = report.dachs_commands,

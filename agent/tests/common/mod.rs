@@ -324,3 +324,31 @@ pub fn current(home: &Home) -> Option<String> {
         .ok()
         .map(|t| t.display().to_string())
 }
+
+/// A `dachs` that logs each invocation's arguments, one line each, then runs the real one:
+/// (the wrapper, its log). It runs as dachsroot, so the home becomes traversable and the log
+/// writable by everyone.
+pub fn dachs_wrapper(home: &Home) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = home.write("dachs.log", "");
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let wrapper = home.write(
+        "bin/dachs",
+        &format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/dachs \"$@\"\n",
+            log.display()
+        ),
+    );
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(home.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    (wrapper, log)
+}
+
+/// Lines of a file, none when it is missing.
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
