@@ -95,6 +95,11 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
+    tokio::spawn(crate::watch::run(
+        runtime.clone(),
+        triggers.clone(),
+        shutdown.clone(),
+    ));
     let loop_task = tokio::spawn(
         Reconciler {
             store: std::sync::Mutex::new(store),

@@ -18,6 +18,7 @@
 //! - [`runtime`]: the live status shared by the loop, the endpoints and the watchdog.
 //! - [`metrics`], [`http`]: what Prometheus and operators read.
 //! - [`systemd`], [`logging`]: sd_notify and journald.
+//! - [`watch`]: inotify on the deployed resources, so that drift is checked in seconds.
 
 pub mod apply;
 pub mod cli;
@@ -36,6 +37,7 @@ pub mod service;
 pub mod source;
 pub mod state;
 pub mod systemd;
+pub mod watch;
 
 /// An error and its causes on one line ("a: b: c"). Libraries like reqwest keep the useful part
 /// ("Connection refused") in the source chain, which `Display` alone does not show.

@@ -3,8 +3,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -23,6 +23,8 @@ pub struct Metrics {
     pub revision: GaugeVec,
     pub failed_commits: IntGauge,
     pub webhooks: IntCounterVec,
+    pub drift_resources: IntGauge,
+    pub drift_detected: IntCounter,
 }
 
 /// The git revision the binary was built from, set by build.rs.
@@ -127,6 +129,16 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let drift_resources = IntGauge::new(
+            "vespa_agent_drift_resources",
+            "Resources whose managed files on disk differ from the applied revision and were left so (dachs.drift = \"report\").",
+        )
+        .expect("valid metric");
+        let drift_detected = IntCounter::new(
+            "vespa_agent_drift_detected_total",
+            "Resources found with managed files edited on the node, counted at each pass that found them.",
+        )
+        .expect("valid metric");
         let build_info = GaugeVec::new(
             Opts::new(
                 "vespa_agent_build_info",
@@ -162,6 +174,8 @@ impl Metrics {
             Box::new(revision.clone()),
             Box::new(failed_commits.clone()),
             Box::new(webhooks.clone()),
+            Box::new(drift_resources.clone()),
+            Box::new(drift_detected.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -183,6 +197,8 @@ impl Metrics {
             revision,
             failed_commits,
             webhooks,
+            drift_resources,
+            drift_detected,
         }
     }
 

@@ -19,6 +19,12 @@ pub struct Runtime {
     heartbeat_ms: AtomicU64,
     stall_timeout_ms: AtomicU64,
     ready: AtomicBool,
+    /// Until when (ms after `started`) file events are the agent's own doing: a pass is
+    /// running, or ended a moment ago.
+    quiet_until_ms: AtomicU64,
+    /// The deployed resources' directories and, in each, the granule directories that are not
+    /// the agent's to watch.
+    watched: tokio::sync::watch::Sender<Vec<Watched>>,
     /// Set by `sync --retry` on the control socket, taken by the next pass.
     retry_requested: AtomicBool,
     /// Each finished pass, for the control socket's waiting clients.
@@ -37,6 +43,17 @@ struct Inner {
     dachs_error: Option<String>,
     desired_revision: Option<String>,
     applied_revision: Option<String>,
+    drifted: Vec<String>,
+}
+
+/// A deployed resource's directory as the drift watcher sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watched {
+    pub dir: PathBuf,
+    /// Granule directories inside it, which are not the agent's to watch.
+    pub unmanaged: Vec<String>,
+    /// The hash of the managed files as deployed.
+    pub hash: String,
 }
 
 /// The body of `GET /status`.
@@ -58,6 +75,9 @@ pub struct StatusReport {
     pub dachs_error: Option<String>,
     pub desired_revision: Option<String>,
     pub applied_revision: Option<String>,
+    /// Resources whose managed files were edited on the node and left so.
+    #[serde(default)]
+    pub drifted_resources: Vec<String>,
 }
 
 /// A poisoned lock only means a panic elsewhere; the data (status strings) is still usable.
@@ -73,6 +93,8 @@ impl Runtime {
             heartbeat_ms: AtomicU64::new(0),
             stall_timeout_ms: AtomicU64::new(stall_timeout.as_millis() as u64),
             ready: AtomicBool::new(false),
+            quiet_until_ms: AtomicU64::new(0),
+            watched: tokio::sync::watch::Sender::new(Vec::new()),
             retry_requested: AtomicBool::new(false),
             passes: tokio::sync::watch::Sender::new(None),
             inner: Mutex::new(Inner {
@@ -138,6 +160,32 @@ impl Runtime {
         self.passes.subscribe()
     }
 
+    /// A pass starts (`true`) or ends: the files it writes are not drift.
+    pub fn set_busy(&self, busy: bool) {
+        let until = if busy {
+            u64::MAX
+        } else {
+            self.started.elapsed().as_millis() as u64 + 1000
+        };
+        self.quiet_until_ms.store(until, Ordering::Relaxed);
+    }
+
+    pub fn is_busy(&self) -> bool {
+        (self.started.elapsed().as_millis() as u64) < self.quiet_until_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn set_watched(&self, dirs: Vec<Watched>) {
+        self.watched.send_if_modified(|w| {
+            let changed = *w != dirs;
+            *w = dirs;
+            changed
+        });
+    }
+
+    pub fn subscribe_watched(&self) -> tokio::sync::watch::Receiver<Vec<Watched>> {
+        self.watched.subscribe()
+    }
+
     /// The next pass retries a commit that failed before.
     pub fn request_retry(&self) {
         self.retry_requested.store(true, Ordering::Relaxed);
@@ -151,6 +199,10 @@ impl Runtime {
         let mut inner = lock(&self.inner);
         inner.desired_revision = desired;
         inner.applied_revision = applied;
+    }
+
+    pub fn set_drifted(&self, resources: Vec<String>) {
+        lock(&self.inner).drifted = resources;
     }
 
     pub fn set_dachs_error(&self, error: Option<String>) {
@@ -190,6 +242,7 @@ impl Runtime {
             dachs_error: inner.dachs_error,
             desired_revision: inner.desired_revision,
             applied_revision: inner.applied_revision,
+            drifted_resources: inner.drifted,
         }
     }
 }

@@ -347,6 +347,24 @@ fn deploys_the_example_then_passes_over_it_run_no_dachs_command_and_removal_drop
     assert_eq!(out.code(), 0, "{out:?}");
     assert_eq!(node.count().as_deref(), Ok("20"));
 
+    // A second resource (its table empty: no granules yet), then both removed.
+    let second = "vt_deploy_b";
+    remove_resource(second);
+    let rd = std::fs::read_to_string(node.rd_path())
+        .unwrap()
+        .replace("vt_deploy", second);
+    std::fs::create_dir_all(node.repo.path().join(second)).unwrap();
+    std::fs::write(node.repo.path().join(second).join("q.rd"), rd).unwrap();
+    node.write_service(&["vt_deploy", second]);
+    node.commit("a second resource");
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(
+        tap_query("SELECT COUNT(*) AS n FROM vt_deploy_b.epn_core").as_deref(),
+        Ok("0")
+    );
+    assert_eq!(node.count().as_deref(), Ok("20"));
+
     // Removed from the repository: dropped, directory gone, table gone from TAP.
     node.write_service(&[]);
     let removal = node.commit("remove");
@@ -359,7 +377,8 @@ fn deploys_the_example_then_passes_over_it_run_no_dachs_command_and_removal_drop
     );
     assert!(
         plan.stdout
-            .contains("remove vt_deploy: dachs drop vt_deploy/q"),
+            .contains("remove vt_deploy: dachs drop vt_deploy/q")
+            && plan.stdout.contains("remove vt_deploy_b"),
         "{}",
         plan.stdout
     );
@@ -371,7 +390,9 @@ fn deploys_the_example_then_passes_over_it_run_no_dachs_command_and_removal_drop
         node.commands()
     );
     assert!(!Path::new(INPUTS).join("vt_deploy").exists());
+    assert!(!Path::new(INPUTS).join(second).exists());
     assert!(node.count().is_err(), "the table still answers");
+    assert!(tap_query("SELECT COUNT(*) AS n FROM vt_deploy_b.epn_core").is_err());
 }
 
 /// What is broken, how the RD is edited to break it, and a word of DaCHS's message about it.
@@ -387,7 +408,12 @@ fn broken_revisions_are_refused_and_the_service_answers_throughout() {
     let good = run_git(node.repo.path(), &["rev-parse", "HEAD"]);
     let prober = Prober::start("vt_broken.epn_core", "20");
 
-    let cases: [BrokenCase; 4] = [
+    let cases: [BrokenCase; 5] = [
+        (
+            "missing title",
+            |rd| rd.replace("<meta name=\"title\">EPN-TAP lab service</meta>", ""),
+            "title",
+        ),
         (
             "xml error",
             |rd| rd.replacen("</table>", "</tabel>", 1),
@@ -476,7 +502,7 @@ fn broken_revisions_are_refused_and_the_service_answers_throughout() {
         failures.len()
     );
     assert!(answered > 20, "only {answered} queries");
-    eprintln!("prober: {answered} queries answered, 0 failed, during 4 broken deploys");
+    eprintln!("prober: {answered} queries answered, 0 failed, during 5 broken deploys");
 }
 
 #[test]
@@ -507,5 +533,78 @@ fn a_new_column_is_a_structural_change_done_as_drop_import_publish() {
         tap_query("SELECT COUNT(vt_note) AS n FROM vt_structure.epn_core").as_deref(),
         Ok("0")
     );
+    assert_eq!(node.count().as_deref(), Ok("20"));
+}
+
+#[test]
+fn a_local_edit_is_noticed_without_a_poll_then_reported_or_reverted() {
+    let Some(node) = Node::new("drift") else {
+        return;
+    };
+    node.home.write(
+        "etc/agent.d/40-drift.toml",
+        "[reconcile]\ninterval = \"1h\"\n[dachs]\ndrift = \"report\"\n",
+    );
+    assert_eq!(node.home.output(&["sync"]).code(), 0);
+    let agent = Agent::start(&node.home, |_| {});
+    eventually("the daemon's first pass", Duration::from_secs(20), || {
+        get(&node.home.url("/readyz")).filter(|(c, _)| *c == 200)
+    });
+    let deployed = Path::new(INPUTS).join("vt_drift/q.rd");
+    let good = std::fs::read_to_string(&deployed).unwrap();
+    let edited = good.replace("</resource>", "<!-- edited on the node --></resource>");
+    std::fs::write(&deployed, &edited).unwrap();
+
+    // Reported within seconds (the poll interval is an hour), and left alone.
+    let metrics = eventually("drift to be reported", Duration::from_secs(15), || {
+        get(&node.home.url("/metrics"))
+            .map(|(_, m)| m)
+            .filter(|m| metric(m, "vespa_agent_drift_resources") == Some(1.0))
+    });
+    assert!(metric(&metrics, "vespa_agent_drift_detected_total").unwrap() >= 1.0);
+    let st = node.home.output(&["status"]);
+    assert!(
+        st.stdout.contains("drift:        vt_drift"),
+        "{}",
+        st.stdout
+    );
+    assert_eq!(std::fs::read_to_string(&deployed).unwrap(), edited);
+
+    // A granule file changing is not drift.
+    let passes = |m: &str| metric(m, "vespa_agent_reconcile_passes_total{result=\"success\"}");
+    // The start pass and the drift pass, both finished.
+    let before = eventually("the drift pass to finish", Duration::from_secs(10), || {
+        passes(&get(&node.home.url("/metrics")).unwrap().1).filter(|n| *n == 2.0)
+    });
+    std::fs::write(
+        Path::new(INPUTS).join("vt_drift/data/extra.txt"),
+        "not a granule",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        passes(&get(&node.home.url("/metrics")).unwrap().1),
+        Some(before)
+    );
+
+    // Revert: the configuration says so, and the next pass puts the revision's file back.
+    node.home.write(
+        "etc/agent.d/40-drift.toml",
+        "[reconcile]\ninterval = \"1h\"\n",
+    );
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &agent.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    eventually("the drift to be reverted", Duration::from_secs(30), || {
+        std::fs::read_to_string(&deployed)
+            .ok()
+            .filter(|t| *t == good)
+    });
+    eventually("the drift gauge back to 0", Duration::from_secs(10), || {
+        get(&node.home.url("/metrics"))
+            .filter(|(_, m)| metric(m, "vespa_agent_drift_resources") == Some(0.0))
+    });
     assert_eq!(node.count().as_deref(), Ok("20"));
 }

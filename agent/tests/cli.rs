@@ -155,7 +155,7 @@ fn version_names_the_build() {
 #[test]
 fn commands_of_later_releases_are_not_pretended() {
     let home = Home::new("http://127.0.0.1:8080", "");
-    for cmd in ["plan", "import", "rebuild"] {
+    for cmd in ["import", "rebuild"] {
         let out = home.output(&[cmd]);
         assert_eq!(out.code(), 2, "{cmd}: {out:?}");
         assert!(

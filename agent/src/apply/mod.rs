@@ -67,6 +67,9 @@ impl ApplyError {
 /// What a pass changed.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// Resources whose files on disk differed from the applied revision (reverted unless
+    /// `dachs.drift = "report"`).
+    pub drifted: Vec<String>,
     /// gavo.rc was rewritten and DaCHS restarted.
     pub settings_changed: bool,
     pub deployed: Vec<String>,
@@ -85,6 +88,8 @@ pub struct ApplyContext<'a> {
     pub state_dir: &'a Path,
     pub store: &'a Mutex<StateStore>,
     pub runtime: &'a Runtime,
+    /// `dachs.drift = "revert"`.
+    pub revert_drift: bool,
 }
 
 fn store<T>(
@@ -252,6 +257,26 @@ pub async fn apply(
     let mut report = Report::default();
     let mut done: Vec<(Change, Progress)> = Vec::new();
     for change in changes {
+        if let Why::Files {
+            drift: true,
+            added,
+            changed,
+            removed,
+        } = &change.why
+        {
+            let files: Vec<String> = added
+                .iter()
+                .chain(changed)
+                .chain(removed)
+                .map(|p| p.display().to_string())
+                .collect();
+            report.drifted.push(change.res.dir.clone());
+            if !cx.revert_drift {
+                tracing::warn!(resource = %change.res.dir, ?files, "managed files were edited on the node (drift); reported, not reverted (dachs.drift = \"report\")");
+                continue;
+            }
+            tracing::warn!(resource = %change.res.dir, ?files, "managed files were edited on the node (drift); putting the revision's files back");
+        }
         cx.runtime
             .set_activity(format!("deploying resource {}", change.res.dir));
         let mut progress = Progress::default();

@@ -139,6 +139,12 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
                     "config:       last reload REJECTED (previous configuration in force): {e}"
                 );
             }
+            if !d.drifted_resources.is_empty() {
+                println!(
+                    "drift:        {} (managed files edited on the node; dachs.drift = \"report\" leaves them)",
+                    d.drifted_resources.join(", ")
+                );
+            }
             if !d.restart_needed_for.is_empty() {
                 println!(
                     "config:       restart needed for {}",

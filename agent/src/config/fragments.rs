@@ -87,6 +87,7 @@ pub struct DachsFragment {
     pub command_timeout: Option<Value>,
     pub apply: Option<Value>,
     pub restart: Option<Value>,
+    pub drift: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

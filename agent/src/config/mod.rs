@@ -148,6 +148,12 @@ pub const KEYS: &[KeySpec] = &[
         help: "how to restart DaCHS after a gavo.rc change: auto (systemctl restart dachs under systemd, else dachs serve restart) or a command",
     },
     KeySpec {
+        key: "dachs.drift",
+        default: Some("revert"),
+        secret: false,
+        help: "local edits of managed files under the inputs directory: revert (put the revision back) or report",
+    },
+    KeySpec {
         key: "dachs.apply",
         default: Some("true"),
         secret: false,
@@ -276,6 +282,8 @@ pub struct DachsSettings {
     pub apply: bool,
     /// The restart command; empty for `auto`.
     pub restart: Vec<String>,
+    /// `dachs.drift = "revert"`: local edits of managed files are undone by the next pass.
+    pub revert_drift: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -428,6 +436,7 @@ fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
         put("dachs.command-timeout", d.command_timeout);
         put("dachs.apply", d.apply);
         put("dachs.restart", d.restart);
+        put("dachs.drift", d.drift);
     }
     if let Some(s) = f.source {
         put("source.url", s.url);
@@ -643,6 +652,11 @@ impl Settings {
             command_timeout: c.duration("dachs.command-timeout", 10 * SECOND, 86400 * SECOND)?,
             apply: c.parse("dachs.apply", boolean)?,
             restart: c.parse("dachs.restart", restart_command)?,
+            revert_drift: c.parse("dachs.drift", |v| match v {
+                "revert" => Ok(true),
+                "report" => Ok(false),
+                _ => Err(format!("`{v}` must be revert or report")),
+            })?,
         };
         let branch = c.parse("source.branch", branch_name)?;
         let tag = c.optional("source.tag", branch_name)?;

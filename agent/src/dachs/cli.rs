@@ -53,6 +53,9 @@ pub struct Dachs {
     pub bin: PathBuf,
     pub user: String,
     pub timeout: Duration,
+    /// The working directory of every command: DaCHS writes debugging files such as
+    /// `badDocument.xml` there, and a failure to write one hides the real error.
+    pub workdir: PathBuf,
     /// Time spent inside DaCHS commands, for telling the agent's own cost apart.
     spent_us: AtomicU64,
     /// Commands started, for proving that an idle pass starts none.
@@ -60,11 +63,18 @@ pub struct Dachs {
 }
 
 impl Dachs {
-    pub fn new(bin: PathBuf, user: String, timeout: Duration) -> Dachs {
+    /// `inputs` is DaCHS's inputs directory; commands run in its sibling `tmp` (DaCHS's own,
+    /// writable by the DaCHS account), or in the system's temporary directory.
+    pub fn new(bin: PathBuf, user: String, timeout: Duration, inputs: &std::path::Path) -> Dachs {
+        let tmp = inputs.parent().map(|root| root.join("tmp"));
+        let workdir = tmp
+            .filter(|t| t.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
         Dachs {
             bin,
             user,
             timeout,
+            workdir,
             spent_us: AtomicU64::new(0),
             started: AtomicU64::new(0),
         }
@@ -90,7 +100,7 @@ impl Dachs {
             Command::new(&self.bin)
         };
         c.args(args)
-            .current_dir("/")
+            .current_dir(&self.workdir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -109,7 +119,7 @@ impl Dachs {
     pub async fn run_program(&self, argv: &[String]) -> Result<Run, DachsError> {
         let mut c = Command::new(&argv[0]);
         c.args(&argv[1..])
-            .current_dir("/")
+            .current_dir(&self.workdir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

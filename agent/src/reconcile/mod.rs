@@ -30,6 +30,8 @@ pub enum Trigger {
     Webhook,
     /// `vespa-agent sync`, in its own process or through the daemon's control socket.
     Manual,
+    /// A managed file under the inputs directory changed on disk.
+    Drift,
 }
 
 impl Trigger {
@@ -40,6 +42,7 @@ impl Trigger {
             Trigger::Reload => "reload",
             Trigger::Webhook => "webhook",
             Trigger::Manual => "manual",
+            Trigger::Drift => "drift",
         }
     }
 }
@@ -178,6 +181,7 @@ impl Reconciler {
             "reconcile pass started"
         );
         let settings = self.settings.borrow().clone();
+        self.runtime.set_busy(true);
 
         // A stop may abandon the pass at any await point. The source stage's writes run to
         // completion on the blocking pool (a revision appears whole or not at all). The apply
@@ -196,6 +200,7 @@ impl Reconciler {
             _ = shutdown.cancelled() => None,
             r = pass::run(&cx) => Some(r),
         };
+        self.runtime.set_busy(false);
         let (outcome, stage, error) = match &result {
             None => (
                 Outcome::Interrupted,

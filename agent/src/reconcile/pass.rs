@@ -11,7 +11,7 @@ use crate::config::{Settings, SourceSettings, Verify};
 use crate::dachs::cli::Dachs;
 use crate::dachs::tap::TapClient;
 use crate::metrics::Metrics;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Watched};
 use crate::service;
 use crate::source::fetch::{self, FetchError, FetchSpec};
 use crate::source::revisions::{RevisionError, Revisions};
@@ -98,6 +98,7 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
             dachs_settings.bin.clone(),
             dachs_settings.user.clone(),
             dachs_settings.command_timeout,
+            &dachs_settings.inputs_dir,
         );
         let tap = TapClient::new(&dachs_settings.url, dachs_settings.query_timeout);
         let acx = ApplyContext {
@@ -106,6 +107,7 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
             inputs: &dachs_settings.inputs_dir,
             gavo_rc: &dachs_settings.gavo_rc,
             restart: &dachs_settings.restart,
+            revert_drift: dachs_settings.revert_drift,
             state_dir: &cx.settings.state_dir,
             store: cx.store,
             runtime: cx.runtime,
@@ -113,6 +115,31 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
         let started = Instant::now();
         match apply::apply(&acx, &t.sha, &root, &service).await {
             Ok(report) => {
+                cx.metrics
+                    .drift_detected
+                    .inc_by(report.drifted.len() as u64);
+                let left = if dachs_settings.revert_drift {
+                    Vec::new()
+                } else {
+                    report.drifted.clone()
+                };
+                cx.metrics.drift_resources.set(left.len() as i64);
+                cx.runtime.set_drifted(left);
+                let deployed = with_store(cx.store, |s| s.resources()).unwrap_or_default();
+                cx.runtime.set_watched(
+                    service
+                        .resources
+                        .iter()
+                        .filter_map(|r| {
+                            let hash = deployed.iter().find(|d| d.dir == r.dir)?.hash.clone();
+                            Some(Watched {
+                                dir: dachs_settings.inputs_dir.join(&r.dir),
+                                unmanaged: r.collections.iter().map(|c| c.target.clone()).collect(),
+                                hash,
+                            })
+                        })
+                        .collect(),
+                );
                 if report.dachs_commands > 0 {
                     let total = started.elapsed();
                     tracing::info!(
