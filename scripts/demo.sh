@@ -36,11 +36,6 @@ cp -r examples/service/. "$REPO/"
 demo_git add -A
 demo_git diff --cached --quiet HEAD 2>/dev/null || demo_git commit -q -m "the example service"
 
-# Granule import from the collection (issue 5) is not built yet: until it is, the demo puts the
-# example granules where it will put them, the resource's data directory, owned by DaCHS.
-install -d -o dachsroot -g gavo -m 2775 /var/gavo/inputs/epnlab /var/gavo/inputs/epnlab/data
-install -o dachsroot -g gavo -m 0664 examples/granules/epnlab/*.csv /var/gavo/inputs/epnlab/data/
-
 log "building vespa-agent (release)"
 cargo build --release --locked -q
 BIN=$PWD/target/release/vespa-agent
@@ -75,7 +70,8 @@ A=("$BIN" --config-dir "$DEMO_DIR/etc" --vendor-config-dir "$DEMO_DIR/none" --ru
 
 nohup "${A[@]}" run >"$DEMO_DIR/agent.log" 2>&1 &
 echo $! >"$DEMO_DIR/agent.pid"
-# The first pass deploys the example (dachs val, imp, expireRDs, pub: about 10 s).
+# The first pass deploys the example (dachs val, imp, expireRDs, pub) and imports its granules
+# from the local collection: about 15 s.
 wait_for_url "http://127.0.0.1:$PORT/readyz" 120 || {
   cat "$DEMO_DIR/agent.log" >&2
   die "the agent did not become ready; its log is above"
@@ -88,7 +84,8 @@ answer=$(curl -sf "$DACHS/tap/sync" --data-urlencode REQUEST=doQuery --data-urle
 cat <<INFO
 
 vespa-agent is running (pid $(cat "$DEMO_DIR/agent.pid")), converging this node every minute.
-It deployed the example EPN-TAP service (examples/service) into DaCHS.
+It deployed the example EPN-TAP service (examples/service) into DaCHS and imported its
+granules from $GRANULES (add, change or delete a CSV there, then sync).
 
   TAP service      $DACHS/tap
   sample ADQL      $query

@@ -27,6 +27,7 @@ pub mod control;
 pub mod dachs;
 pub mod daemon;
 pub mod exit;
+pub mod granules;
 pub mod hooks;
 pub mod http;
 pub mod logging;

@@ -3,8 +3,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -24,6 +24,8 @@ pub struct Metrics {
     pub failed_commits: IntGauge,
     pub webhooks: IntCounterVec,
     pub drift_resources: IntGauge,
+    pub granules: IntGaugeVec,
+    pub granule_bytes: IntCounter,
     pub drift_detected: IntCounter,
 }
 
@@ -139,6 +141,22 @@ impl Metrics {
             "Resources found with managed files edited on the node, counted at each pass that found them.",
         )
         .expect("valid metric");
+        let granules = IntGaugeVec::new(
+            Opts::new(
+                "vespa_agent_granules",
+                "Granule files on the node by state: pending (brought in, not yet imported), imported, failed (the import refused it).",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        let granule_bytes = IntCounter::new(
+            "vespa_agent_granule_bytes_total",
+            "Bytes of granule files brought onto the node.",
+        )
+        .expect("valid metric");
+        for state in ["pending", "imported", "failed"] {
+            granules.with_label_values(&[state]);
+        }
         let build_info = GaugeVec::new(
             Opts::new(
                 "vespa_agent_build_info",
@@ -176,6 +194,8 @@ impl Metrics {
             Box::new(webhooks.clone()),
             Box::new(drift_resources.clone()),
             Box::new(drift_detected.clone()),
+            Box::new(granules.clone()),
+            Box::new(granule_bytes.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -199,6 +219,8 @@ impl Metrics {
             webhooks,
             drift_resources,
             drift_detected,
+            granules,
+            granule_bytes,
         }
     }
 

@@ -48,6 +48,22 @@ const MIGRATIONS: &[&str] = &[
         sha         TEXT NOT NULL,
         updated_ms  INTEGER NOT NULL
     );",
+    // 4: every granule brought onto the node, with its provenance and import state.
+    "CREATE TABLE granules (
+        resource    TEXT NOT NULL,
+        collection  TEXT NOT NULL,
+        path        TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        version     TEXT NOT NULL,
+        sha256      TEXT NOT NULL,
+        source_url  TEXT NOT NULL,
+        sha         TEXT NOT NULL,
+        mtime_ms    INTEGER NOT NULL,
+        fetched_ms  INTEGER NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('pending', 'imported', 'failed')),
+        error       TEXT,
+        PRIMARY KEY (resource, collection, path)
+    );",
 ];
 
 /// Keys of the `meta` table.
@@ -75,6 +91,28 @@ pub struct ResourceRecord {
     pub tables: Vec<String>,
     /// The commit it was deployed from.
     pub sha: String,
+}
+
+/// A granule on the node: where it came from and whether DaCHS has it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GranuleRecord {
+    pub resource: String,
+    pub collection: String,
+    /// Relative to the collection's target directory.
+    pub path: String,
+    pub size: u64,
+    /// The source's change marker (ETag, or size and mtime).
+    pub version: String,
+    pub sha256: String,
+    pub source_url: String,
+    /// The commit whose configuration brought it.
+    pub sha: String,
+    /// The mtime given to the file, for DaCHS's re-import rule.
+    pub mtime_ms: i64,
+    pub fetched_ms: i64,
+    /// pending (not yet imported), imported, failed (the import refused it).
+    pub state: String,
+    pub error: Option<String>,
 }
 
 /// How many passes the store remembers.
@@ -377,6 +415,95 @@ impl StateStore {
             .execute("DELETE FROM resources WHERE dir = ?1", params![dir])
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+
+    pub fn granules(
+        &self,
+        resource: &str,
+        collection: &str,
+    ) -> Result<Vec<GranuleRecord>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT resource, collection, path, size, version, sha256, source_url, sha,
+                        mtime_ms, fetched_ms, state, error
+                 FROM granules WHERE resource = ?1 AND collection = ?2 ORDER BY path",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![resource, collection], |r| {
+                Ok(GranuleRecord {
+                    resource: r.get(0)?,
+                    collection: r.get(1)?,
+                    path: r.get(2)?,
+                    size: r.get::<_, i64>(3)? as u64,
+                    version: r.get(4)?,
+                    sha256: r.get(5)?,
+                    source_url: r.get(6)?,
+                    sha: r.get(7)?,
+                    mtime_ms: r.get(8)?,
+                    fetched_ms: r.get(9)?,
+                    state: r.get(10)?,
+                    error: r.get(11)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    pub fn put_granule(&self, g: &GranuleRecord) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO granules (resource, collection, path, size, version, sha256,
+                   source_url, sha, mtime_ms, fetched_ms, state, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (resource, collection, path) DO UPDATE SET size = ?4, version = ?5,
+                   sha256 = ?6, source_url = ?7, sha = ?8, mtime_ms = ?9, fetched_ms = ?10,
+                   state = ?11, error = ?12",
+                params![
+                    g.resource,
+                    g.collection,
+                    g.path,
+                    g.size as i64,
+                    g.version,
+                    g.sha256,
+                    g.source_url,
+                    g.sha,
+                    g.mtime_ms,
+                    g.fetched_ms,
+                    g.state,
+                    g.error
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn remove_granule(
+        &self,
+        resource: &str,
+        collection: &str,
+        path: &str,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "DELETE FROM granules WHERE resource = ?1 AND collection = ?2 AND path = ?3",
+                params![resource, collection, path],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Granules by state, for the metrics.
+    pub fn granule_counts(&self) -> Result<Vec<(String, i64)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, COUNT(*) FROM granules GROUP BY state")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Commits that failed and are not retried, for the failing-commit metric.

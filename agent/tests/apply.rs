@@ -20,6 +20,8 @@ const INPUTS: &str = "/var/gavo/inputs";
 
 struct Node {
     repo: tempfile::TempDir,
+    /// The collections' source: one directory per resource.
+    granules: tempfile::TempDir,
     home: Home,
     name: String,
     log: PathBuf,
@@ -36,9 +38,9 @@ fn run_git(dir: &Path, args: &[&str]) -> String {
 }
 
 impl Node {
-    /// A service repository holding the example resource renamed to `vt_<name>`, its granules
-    /// already in the resource's data directory (granule import is not this stage's job), and
-    /// an agent home that follows it.
+    /// A service repository holding the example resource renamed to `vt_<name>`, a local
+    /// collection with the example's 20 granules (in `granules/<resource>/`), and an agent home
+    /// that follows the repository.
     fn new(name: &str) -> Option<Node> {
         if !require_dachs() {
             return None;
@@ -52,10 +54,18 @@ impl Node {
             .replace("epnlab", &name);
         std::fs::create_dir_all(repo.path().join(&name)).unwrap();
         std::fs::write(repo.path().join(&name).join("q.rd"), rd).unwrap();
+        let granules = tempfile::tempdir().unwrap();
+        let mine = granules.path().join(&name);
+        std::fs::create_dir_all(&mine).unwrap();
+        for g in std::fs::read_dir(example.join("granules/epnlab")).unwrap() {
+            let g = g.unwrap().path();
+            std::fs::copy(&g, mine.join(g.file_name().unwrap())).unwrap();
+        }
         let mut node = Node {
             home: Home::new(&dachs_url(), ""),
             log: PathBuf::new(),
             repo,
+            granules,
             name,
         };
         node.write_service(&[&node.name]);
@@ -63,18 +73,6 @@ impl Node {
 
         // A clean slate: an earlier failed run may have left the resource behind.
         remove_resource(&node.name);
-        let dir = Path::new(INPUTS).join(&node.name);
-        std::fs::create_dir_all(dir.join("data")).unwrap();
-        for g in std::fs::read_dir(example.join("granules/epnlab")).unwrap() {
-            let g = g.unwrap().path();
-            std::fs::copy(&g, dir.join("data").join(g.file_name().unwrap())).unwrap();
-        }
-        let ok = std::process::Command::new("chown")
-            .args(["-R", "dachsroot:gavo"])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(ok.success());
 
         let (wrapper, log) = dachs_wrapper(&node.home);
         node.home.write(
@@ -93,7 +91,8 @@ impl Node {
         let mut toml = String::new();
         for r in resources {
             toml.push_str(&format!(
-                "[[resource]]\ndir = \"{r}\"\n\n[[resource.collection]]\nname = \"granules\"\nsource = \"/srv/none\"\ntarget = \"data\"\n\n"
+                "[[resource]]\ndir = \"{r}\"\n\n[[resource.collection]]\nname = \"granules\"\nsource = \"{}\"\ntarget = \"data\"\ninclude = [\"*.csv\"]\n\n",
+                self.granules.path().join(r).display()
             ));
         }
         std::fs::write(self.repo.path().join("vespa-service.toml"), toml).unwrap();
@@ -355,6 +354,7 @@ fn deploys_the_example_then_passes_over_it_run_no_dachs_command_and_removal_drop
         .replace("vt_deploy", second);
     std::fs::create_dir_all(node.repo.path().join(second)).unwrap();
     std::fs::write(node.repo.path().join(second).join("q.rd"), rd).unwrap();
+    std::fs::create_dir_all(node.granules.path().join(second)).unwrap();
     node.write_service(&["vt_deploy", second]);
     node.commit("a second resource");
     let out = node.home.output(&["sync"]);
@@ -607,4 +607,99 @@ fn a_local_edit_is_noticed_without_a_poll_then_reported_or_reverted() {
             .filter(|(_, m)| metric(m, "vespa_agent_drift_resources") == Some(0.0))
     });
     assert_eq!(node.count().as_deref(), Ok("20"));
+}
+
+/// The example's granules, one file each: (file name, header, row).
+fn one_granule_files() -> Vec<(String, String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/granules/epnlab");
+    let mut out = Vec::new();
+    for f in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        let mut lines = text.lines();
+        let header = lines.next().unwrap().to_owned();
+        for row in lines {
+            let uid = row.split(',').next().unwrap().to_owned();
+            out.push((format!("{uid}.csv"), header.clone(), row.to_owned()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn granules_follow_their_collection_new_changed_vanished_and_bad() {
+    let Some(node) = Node::new("granules") else {
+        return;
+    };
+    let src = node.granules.path().join(&node.name);
+    std::fs::remove_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&src).unwrap();
+    let files = one_granule_files();
+    assert_eq!(files.len(), 20);
+    for (name, header, row) in &files {
+        std::fs::write(src.join(name), format!("{header}\n{row}\n")).unwrap();
+    }
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(node.count().as_deref(), Ok("20"));
+    let imports = |n: &Node| {
+        n.commands()
+            .iter()
+            .filter(|c| c.starts_with("imp -c"))
+            .count()
+    };
+    assert_eq!(imports(&node), 1);
+
+    // Nothing changed at the source: no import.
+    assert_eq!(node.home.output(&["sync"]).code(), 0);
+    assert_eq!(imports(&node), 1);
+
+    // +10, -3, 1 modified.
+    let (_, header, template) = &files[0];
+    for i in 0..10 {
+        let uid = format!("gnew{i:05}");
+        let row = template.replacen(template.split(',').next().unwrap(), &uid, 1);
+        std::fs::write(src.join(format!("{uid}.csv")), format!("{header}\n{row}\n")).unwrap();
+    }
+    for (name, ..) in &files[1..4] {
+        std::fs::remove_file(src.join(name)).unwrap();
+    }
+    let (name, header, row) = &files[4];
+    let uid = row.split(',').next().unwrap();
+    std::fs::write(
+        src.join(name),
+        format!("{header}\n{}\n", row.replace(",Mars,", ",Phobos,")),
+    )
+    .unwrap();
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(node.count().as_deref(), Ok("27"));
+    let q = format!("SELECT target_name FROM vt_granules.epn_core WHERE granule_uid = '{uid}'");
+    assert_eq!(tap_query(&q).as_deref(), Ok("Phobos"));
+    assert_eq!(imports(&node), 2, "one import for all the changes");
+
+    // A bad file: refused by name and reason, the others imported.
+    let bad = template
+        .replacen(template.split(',').next().unwrap(), "gbad00001", 1)
+        .replacen("2459000.500000", "notanumber", 1);
+    std::fs::write(src.join("gbad00001.csv"), format!("{header}\n{bad}\n")).unwrap();
+    std::fs::write(
+        src.join("gok00001.csv"),
+        format!(
+            "{header}\n{}\n",
+            template.replacen(template.split(',').next().unwrap(), "gok00001", 1)
+        ),
+    )
+    .unwrap();
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(out.stderr.contains("gbad00001.csv"), "{}", out.stderr);
+    assert!(out.stderr.contains("notanumber"), "{}", out.stderr);
+    assert_eq!(node.count().as_deref(), Ok("28"));
+    let leftovers: Vec<_> = std::fs::read_dir(Path::new(INPUTS).join("vt_granules/data"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".vespa-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

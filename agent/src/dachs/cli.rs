@@ -80,6 +80,15 @@ impl Dachs {
         }
     }
 
+    pub fn from_settings(d: &crate::config::DachsSettings) -> Dachs {
+        Dachs::new(
+            d.bin.clone(),
+            d.user.clone(),
+            d.command_timeout,
+            &d.inputs_dir,
+        )
+    }
+
     pub fn time_spent(&self) -> Duration {
         Duration::from_micros(self.spent_us.load(Ordering::Relaxed))
     }
@@ -192,6 +201,20 @@ impl Dachs {
         self.checked(&["imp", rd]).await
     }
 
+    /// `dachs imp -c <rd>`: bad sources are skipped, not fatal. Returns the skipped ones as
+    /// (absolute path, DaCHS's reason); an error when the import as a whole failed.
+    pub async fn import_continuing(&self, rd: &str) -> Result<Vec<(String, String)>, DachsError> {
+        let run = self.run(&["imp", "-c", rd]).await?;
+        match run.code {
+            Some(0) => Ok(Vec::new()),
+            Some(101) => Ok(skipped_sources(&format!("{}\n{}", run.stdout, run.stderr))),
+            _ => Err(DachsError::Failed {
+                command: format!("dachs imp -c {rd}"),
+                message: error_message(&run),
+            }),
+        }
+    }
+
     pub async fn drop_rd(&self, rd: &str) -> Result<(), DachsError> {
         self.checked(&["drop", rd]).await
     }
@@ -299,6 +322,39 @@ pub fn error_message(run: &Run) -> String {
     found.join("; ")
 }
 
+/// The sources `dachs imp -c` skipped: `*X*X* Error while importing source <path>; changes from
+/// this source will be rolled back, processing will continue. (<reason>)`, possibly wrapped.
+pub fn skipped_sources(output: &str) -> Vec<(String, String)> {
+    const MARK: &str = "Error while importing source ";
+    let mut out = Vec::new();
+    let mut lines = output.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(i) = line.find(MARK) else { continue };
+        let mut text = line[i + MARK.len()..].trim().to_owned();
+        // The reason is in parentheses at the end; a wrapped one continues until they close.
+        let open = |t: &str| t.matches('(').count() > t.matches(')').count();
+        while let Some(next) = lines.peek() {
+            if !open(&text) || next.trim().is_empty() || next.contains(MARK) {
+                break;
+            }
+            text.push(' ');
+            text.push_str(next.trim());
+            lines.next();
+        }
+        let (path, rest) = text.split_once(';').unwrap_or((&text, ""));
+        let reason = rest
+            .split_once("processing will continue.")
+            .map_or(rest, |(_, r)| r)
+            .trim()
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .trim()
+            .to_owned();
+        out.push((path.trim().to_owned(), reason));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +416,22 @@ mod tests {
         assert_eq!(judge_val(&killed).unwrap_err(), "a signal, no output");
         let silent = error_message(&run(1, "", "line one\nline two\n"));
         assert_eq!(silent, "exit code 1: line one | line two");
+    }
+
+    #[test]
+    fn skipped_sources_are_named_with_their_reason() {
+        let out = "Shipped 8/8\n*X*X* Error while importing source /var/gavo/inputs/epnlab/data/g1.csv; changes from this source will be rolled back, processing will continue. (Field time_min: could not convert string to float:\n  'notanumber')\nRows affected: 8\n*X*X* Error while importing source /x/b.csv; changes from this source will be rolled back, processing will continue. (duplicate key)\n";
+        assert_eq!(
+            skipped_sources(out),
+            [
+                (
+                    "/var/gavo/inputs/epnlab/data/g1.csv".to_owned(),
+                    "Field time_min: could not convert string to float: 'notanumber'".to_owned()
+                ),
+                ("/x/b.csv".to_owned(), "duplicate key".to_owned())
+            ]
+        );
+        assert!(skipped_sources("nothing to see\n*X*X*\n").is_empty());
     }
 
     #[test]

@@ -94,12 +94,7 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
     if dachs_settings.apply {
         let root = Revisions::new(&cx.settings.state_dir).dir(&t.sha);
         let service = service::load(&root).map_err(|e| fail("local", e.to_string()))?;
-        let dachs = Dachs::new(
-            dachs_settings.bin.clone(),
-            dachs_settings.user.clone(),
-            dachs_settings.command_timeout,
-            &dachs_settings.inputs_dir,
-        );
+        let dachs = Dachs::from_settings(dachs_settings);
         let tap = TapClient::new(&dachs_settings.url, dachs_settings.query_timeout);
         let acx = ApplyContext {
             dachs: &dachs,
@@ -175,6 +170,48 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
     }
     if t.fresh {
         publish(cx, &t.sha, t.resources).map_err(|m| fail("local", m))?;
+    }
+    if dachs_settings.apply {
+        granules(cx, &t.sha).await?;
+    }
+    Ok(())
+}
+
+/// Brings every collection of the applied revision in step and imports what changed. A
+/// failure here is not the commit's: the pass fails and is retried with backoff.
+async fn granules(cx: &PassContext<'_>, sha: &str) -> Result<(), StageFailure> {
+    let fail = |kind: &'static str, message: String| StageFailure {
+        stage: "granules",
+        kind,
+        message,
+    };
+    let d = &cx.settings.dachs;
+    let root = Revisions::new(&cx.settings.state_dir).dir(sha);
+    let service = service::load(&root).map_err(|e| fail("local", e.to_string()))?;
+    let dachs = Dachs::from_settings(d);
+    let started = Instant::now();
+    let result =
+        crate::granules::stage::run(&dachs, cx.store, cx.runtime, &d.inputs_dir, sha, &service)
+            .await;
+    if let Ok(counts) = with_store(cx.store, |s| s.granule_counts()) {
+        for state in ["pending", "imported", "failed"] {
+            let n = counts.iter().find(|(s, _)| s == state).map_or(0, |c| c.1);
+            cx.metrics.granules.with_label_values(&[state]).set(n);
+        }
+    }
+    let report = result.map_err(|e| fail(e.kind(), e.to_string()))?;
+    cx.metrics.granule_bytes.inc_by(report.bytes);
+    if !report.imported.is_empty() {
+        tracing::info!(
+            added = report.added,
+            changed = report.changed,
+            vanished = report.vanished,
+            bytes = report.bytes,
+            refused = report.refused.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            dachs_seconds = dachs.time_spent().as_secs_f64(),
+            "granules imported"
+        );
     }
     Ok(())
 }

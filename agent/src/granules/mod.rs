@@ -1,0 +1,267 @@
+//! Granules: the files behind each epn_core row, brought from their collection into the
+//! resource's data directory and kept in step with it. Only what changed moves; each file is
+//! written under a temporary name that no RD pattern matches, checksummed while it streams,
+//! fsynced, given an mtime newer than any imported before (DaCHS re-imports a file only when its
+//! mtime increases), and renamed into place. Then one `dachs imp -c` per changed resource reads
+//! only the new and changed files (the RD's updating pattern) and prunes vanished ones.
+//!
+//! Sources, one file each: [`file`] (a local directory). WebDAV and the iRODS HTTP API follow.
+
+pub mod file;
+pub mod stage;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::apply::files::{self, Owner, TMP_PREFIX};
+use crate::service::Collection;
+use crate::state::{GranuleRecord, now_ms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GranuleError {
+    #[error("collection source: {0}")]
+    Source(String),
+    #[error("collection source lists `{0}`, which is not a plain relative path; refused")]
+    BadPath(String),
+    #[error("{0}")]
+    Local(String),
+    #[error(
+        "`{path}` changed while it was copied (expected {expected} bytes, read {got}); retried at the next pass"
+    )]
+    Changed {
+        path: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("granule import failed: {0}")]
+    Import(String),
+}
+
+impl GranuleError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GranuleError::Source(_) => "source",
+            GranuleError::BadPath(_) => "bad_listing",
+            GranuleError::Local(_) => "local",
+            GranuleError::Changed { .. } => "changed_in_transfer",
+            GranuleError::Unsupported(_) => "unsupported",
+            GranuleError::Import(_) => "import_failed",
+        }
+    }
+}
+
+/// One file of a collection listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative to the collection's root, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    /// Changes whenever the content may have: ETag, or size and mtime.
+    pub version: String,
+}
+
+/// A listed path may only name a file below the target: no `..`, no root, nothing hidden the
+/// agent uses for itself.
+fn plain(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\0')
+        && Path::new(path).components().all(
+            |c| matches!(c, Component::Normal(n) if !n.to_string_lossy().starts_with(TMP_PREFIX)),
+        )
+}
+
+fn matcher(patterns: &[String]) -> Result<globset::GlobSet, GranuleError> {
+    let mut b = globset::GlobSetBuilder::new();
+    for p in patterns {
+        let glob = globset::GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| GranuleError::Source(format!("pattern `{p}`: {e}")))?;
+        b.add(glob);
+    }
+    b.build().map_err(|e| GranuleError::Source(e.to_string()))
+}
+
+/// What one collection's sync did.
+#[derive(Debug, Default)]
+pub struct Synced {
+    /// New or changed granules, written and waiting for the import.
+    pub fetched: Vec<GranuleRecord>,
+    pub added: usize,
+    pub changed: usize,
+    /// Paths that left the collection, deleted from the data directory.
+    pub vanished: Vec<String>,
+    pub bytes: u64,
+}
+
+impl Synced {
+    pub fn is_empty(&self) -> bool {
+        self.fetched.is_empty() && self.vanished.is_empty()
+    }
+}
+
+pub struct Job {
+    pub resource: String,
+    pub collection: Collection,
+    /// `<inputs>/<resource>/<target>`.
+    pub target: PathBuf,
+    pub sha: String,
+    pub owner: Option<Owner>,
+    /// What the state store holds for this collection.
+    pub known: Vec<GranuleRecord>,
+}
+
+/// Brings the collection's new and changed files into the target directory and deletes the
+/// vanished ones. Blocking: run it on the blocking pool.
+pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
+    let c = &job.collection;
+    if c.manifest.is_some() {
+        return Err(GranuleError::Unsupported(format!(
+            "collection `{}`: checksum manifests arrive with the WebDAV source; remove `manifest` for a local collection",
+            c.name
+        )));
+    }
+    let source = if c.source.starts_with("file://") || c.source.starts_with('/') {
+        file::FileSource::new(&c.source)?
+    } else {
+        return Err(GranuleError::Unsupported(format!(
+            "collection `{}`: `{}`: only local collections (file:// or a path) are supported by this version",
+            c.name, c.source
+        )));
+    };
+    let include = matcher(&c.include)?;
+    let exclude = matcher(&c.exclude)?;
+    let mut listed = BTreeMap::new();
+    for e in source.list()? {
+        if !plain(&e.path) {
+            return Err(GranuleError::BadPath(e.path));
+        }
+        if include.is_match(&e.path) && !exclude.is_match(&e.path) {
+            listed.insert(e.path.clone(), e);
+        }
+    }
+    let known: BTreeMap<&str, &GranuleRecord> =
+        job.known.iter().map(|g| (g.path.as_str(), g)).collect();
+
+    // Each file written now gets an mtime past every earlier one, so that DaCHS's
+    // `fromdbUpdating` sees it as newer even within the same second.
+    let mut next_mtime = job
+        .known
+        .iter()
+        .map(|g| g.mtime_ms)
+        .max()
+        .map_or(0, |m| m + 1000)
+        .max(now_ms());
+    let mut out = Synced::default();
+    files::make_dirs(
+        job.target.parent().unwrap_or(Path::new("/")),
+        Path::new(job.target.file_name().unwrap_or_default()),
+        job.owner,
+    )
+    .map_err(|e| GranuleError::Local(e.to_string()))?;
+    for (path, entry) in &listed {
+        let old = known.get(path.as_str());
+        // Unchanged at the source: nothing to move. (A granule the import refused is tried
+        // again by every `dachs imp` until its source changes.)
+        if old.is_some_and(|g| g.version == entry.version) {
+            continue;
+        }
+        let (sha256, size) = fetch(&source, entry, &job.target, next_mtime, job.owner)?;
+        let record = GranuleRecord {
+            resource: job.resource.clone(),
+            collection: c.name.clone(),
+            path: path.clone(),
+            size,
+            version: entry.version.clone(),
+            sha256,
+            source_url: source.url(entry),
+            sha: job.sha.clone(),
+            mtime_ms: next_mtime,
+            fetched_ms: now_ms(),
+            state: "pending".into(),
+            error: None,
+        };
+        next_mtime += 1;
+        if old.is_some() {
+            out.changed += 1;
+        } else {
+            out.added += 1;
+        }
+        out.bytes += size;
+        out.fetched.push(record);
+    }
+    for g in &job.known {
+        if !listed.contains_key(&g.path) {
+            let p = job.target.join(&g.path);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(GranuleError::Local(format!("{}: {e}", p.display()))),
+            }
+            out.vanished.push(g.path.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Copies one file under a temporary name, hashing it as it streams, then fsyncs, sets the
+/// mtime and renames it into place. Returns (sha256 hex, size).
+fn fetch(
+    source: &file::FileSource,
+    entry: &Entry,
+    target: &Path,
+    mtime_ms: i64,
+    owner: Option<Owner>,
+) -> Result<(String, u64), GranuleError> {
+    let local = |e: std::io::Error, p: &Path| GranuleError::Local(format!("{}: {e}", p.display()));
+    let dest = target.join(&entry.path);
+    if let Some(parent) = Path::new(&entry.path).parent() {
+        files::make_dirs(target, parent, owner).map_err(|e| GranuleError::Local(e.to_string()))?;
+    }
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dest.with_file_name(format!("{TMP_PREFIX}{name}"));
+    let mut input = source.open(entry)?;
+    let mut out = std::fs::File::create(&tmp).map_err(|e| local(e, &tmp))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    let copied = (|| -> Result<(), GranuleError> {
+        loop {
+            let n = input.read(&mut buf).map_err(|e| local(e, &tmp))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(|e| local(e, &tmp))?;
+            size += n as u64;
+        }
+        if size != entry.size {
+            return Err(GranuleError::Changed {
+                path: entry.path.clone(),
+                expected: entry.size,
+                got: size,
+            });
+        }
+        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_millis(mtime_ms as u64);
+        out.set_modified(mtime).map_err(|e| local(e, &tmp))?;
+        out.sync_all().map_err(|e| local(e, &tmp))?;
+        if let Some(o) = owner {
+            std::os::unix::fs::fchown(&out, Some(o.uid), Some(o.gid))
+                .map_err(|e| local(e, &tmp))?;
+        }
+        std::fs::rename(&tmp, &dest).map_err(|e| local(e, &dest))
+    })();
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    copied?;
+    Ok((format!("{:x}", hasher.finalize()), size))
+}
+
+#[cfg(test)]
+mod tests;

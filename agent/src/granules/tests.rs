@@ -1,0 +1,128 @@
+use super::*;
+
+fn collection(source: &Path, include: &[&str], exclude: &[&str]) -> Collection {
+    Collection {
+        name: "granules".into(),
+        source: format!("file://{}", source.display()),
+        target: "data".into(),
+        include: include.iter().map(|s| s.to_string()).collect(),
+        exclude: exclude.iter().map(|s| s.to_string()).collect(),
+        credential: None,
+        manifest: None,
+    }
+}
+
+fn job(src: &Path, target: &Path, known: Vec<GranuleRecord>) -> Job {
+    Job {
+        resource: "epnlab".into(),
+        collection: collection(src, &["*.csv"], &["skip*"]),
+        target: target.to_owned(),
+        sha: "c0ffee".into(),
+        owner: None,
+        known,
+    }
+}
+
+fn write(dir: &Path, name: &str, body: &str) {
+    std::fs::write(dir.join(name), body).unwrap();
+}
+
+#[test]
+fn only_what_changed_moves_and_vanished_files_go() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let target = dst.path().join("data");
+    write(src.path(), "a.csv", "a");
+    write(src.path(), "b.csv", "bb");
+    write(src.path(), "skip.csv", "excluded");
+    write(src.path(), "notes.txt", "not included");
+
+    let first = sync(&job(src.path(), &target, Vec::new())).unwrap();
+    assert_eq!(
+        (first.added, first.changed, first.vanished.len()),
+        (2, 0, 0)
+    );
+    assert_eq!(first.bytes, 3);
+    assert_eq!(std::fs::read_to_string(target.join("b.csv")).unwrap(), "bb");
+    assert!(!target.join("skip.csv").exists() && !target.join("notes.txt").exists());
+    let sha_a = &first
+        .fetched
+        .iter()
+        .find(|g| g.path == "a.csv")
+        .unwrap()
+        .sha256;
+    assert_eq!(
+        sha_a,
+        "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
+    );
+    let known: Vec<GranuleRecord> = first.fetched.clone();
+
+    // Nothing changed: nothing moves.
+    let again = sync(&job(src.path(), &target, known.clone())).unwrap();
+    assert!(again.is_empty(), "{again:?}");
+
+    // One changed, one vanished, one new; each written file newer than any before.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(src.path(), "a.csv", "a2");
+    std::fs::remove_file(src.path().join("b.csv")).unwrap();
+    write(src.path(), "c.csv", "c");
+    let next = sync(&job(src.path(), &target, known.clone())).unwrap();
+    assert_eq!((next.added, next.changed), (1, 1));
+    assert_eq!(next.vanished, ["b.csv"]);
+    assert!(!target.join("b.csv").exists());
+    let newest_before = known.iter().map(|g| g.mtime_ms).max().unwrap();
+    for g in &next.fetched {
+        assert!(g.mtime_ms > newest_before, "{g:?}");
+        let on_disk = std::fs::metadata(target.join(&g.path))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let ms = on_disk
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert_eq!(ms, g.mtime_ms);
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(TMP_PREFIX))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn bad_listings_and_short_reads_are_refused_and_leave_nothing() {
+    for bad in [
+        "../etc/passwd",
+        "/abs",
+        "a/../../b",
+        "",
+        ".vespa-tmp-x.csv",
+        "x\0y",
+    ] {
+        assert!(!plain(bad), "{bad:?}");
+    }
+    assert!(plain("sub/dir/g.csv"));
+
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    write(src.path(), "a.csv", "abc");
+    let source = file::FileSource::new(src.path().to_str().unwrap()).unwrap();
+    let lying = Entry {
+        path: "a.csv".into(),
+        size: 10,
+        version: "x".into(),
+    };
+    let e = fetch(&source, &lying, dst.path(), now_ms(), None).unwrap_err();
+    assert!(matches!(e, GranuleError::Changed { got: 3, .. }), "{e}");
+    assert_eq!(
+        std::fs::read_dir(dst.path()).unwrap().count(),
+        0,
+        "a partial file was left"
+    );
+
+    let missing = tempfile::tempdir().unwrap().path().join("gone");
+    let e = sync(&job(&missing, &dst.path().join("data"), Vec::new())).unwrap_err();
+    assert_eq!(e.kind(), "source");
+}
