@@ -16,9 +16,9 @@ log "build and test packages"
 # prometheus: promtool, which lints what /metrics serves.
 # git, nginx-light, fcgiwrap, apache2-utils: a GitLab-like smart-HTTP git server with token auth.
 # openssh-client, gnupg, gpgv: signing test commits and verifying them, as the agent does.
-# mandoc: lints the man pages.
+# mandoc: lints the man pages. apache2: mod_dav, the B2SAFE/Davrods stand-in for granules.
 ensure_packages build-essential pkg-config libssl-dev curl ca-certificates prometheus \
-  git nginx-light fcgiwrap apache2-utils openssh-client gnupg gpgv openssl mandoc
+  git nginx-light fcgiwrap apache2-utils openssh-client gnupg gpgv openssl mandoc apache2
 
 log "PostgreSQL 15 and DaCHS 2.7"
 bash scripts/setup-dachs.sh

@@ -703,3 +703,86 @@ fn granules_follow_their_collection_new_changed_vanished_and_bad() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn granules_come_over_webdav_with_basic_auth() {
+    let Some(node) = Node::new("dav") else {
+        return;
+    };
+    let Some(dav) = common::dav::DavServer::start() else {
+        return;
+    };
+    let data = dav.data("vt_dav");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/granules/epnlab");
+    for g in std::fs::read_dir(&example).unwrap() {
+        let g = g.unwrap().path();
+        std::fs::copy(&g, data.join(g.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        node.repo.path().join("vespa-service.toml"),
+        format!(
+            "[[resource]]\ndir = \"vt_dav\"\n\n[[resource.collection]]\nname = \"granules\"\n\
+             source = \"{}\"\ncredential = \"b2safe\"\ninclude = [\"*.csv\"]\n",
+            dav.url("vt_dav")
+        ),
+    )
+    .unwrap();
+    node.commit("granules over webdav");
+    node.home.write(
+        "etc/agent.d/50-granules.toml",
+        &format!(
+            "[granules]\ncredentials-dir = \"{}\"\n",
+            node.home.path("credentials").display()
+        ),
+    );
+
+    // A wrong password: refused, said so, never printed.
+    let wrong = "not-the-password-91";
+    secret_file(
+        &node.home,
+        "credentials/b2safe",
+        &format!("{}:{wrong}\n", common::dav::USER),
+    );
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert!(
+        out.stderr.contains("authentication failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains(wrong) && !out.stdout.contains(wrong),
+        "{}",
+        out.stderr
+    );
+
+    secret_file(
+        &node.home,
+        "credentials/b2safe",
+        &format!("{}:{}\n", common::dav::USER, common::dav::PASSWORD),
+    );
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(
+        !out.stderr.contains(common::dav::PASSWORD),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(node.count().as_deref(), Ok("20"));
+
+    // Changed on the server (a new ETag), then one file deleted there.
+    let first = data.join("g00000000.csv");
+    let text = std::fs::read_to_string(&first).unwrap();
+    std::fs::write(&first, text.replacen(",Mars,", ",Phobos,", 1)).unwrap();
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(
+        tap_query("SELECT target_name FROM vt_dav.epn_core WHERE granule_uid = 'g00000000'")
+            .as_deref(),
+        Ok("Phobos")
+    );
+    std::fs::remove_file(data.join("g00000005.csv")).unwrap();
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(node.count().as_deref(), Ok("15"));
+}

@@ -52,6 +52,13 @@ pub struct Fragment {
     pub reconcile: Option<ReconcileFragment>,
     pub dachs: Option<DachsFragment>,
     pub source: Option<SourceFragment>,
+    pub granules: Option<GranulesFragment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GranulesFragment {
+    pub credentials_dir: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

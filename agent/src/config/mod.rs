@@ -231,6 +231,12 @@ pub const KEYS: &[KeySpec] = &[
         secret: false,
         help: "trusted OpenPGP public keys, a keyring for gpgv (verify = \"openpgp\")",
     },
+    KeySpec {
+        key: "granules.credentials-dir",
+        default: Some("/etc/vespa-agent/credentials"),
+        secret: false,
+        help: "a collection's `credential = NAME` is the file NAME here: `user:password`, mode 0600",
+    },
 ];
 
 /// Every key's winning value as written (a string), with its origin. Keys no file sets and that
@@ -256,6 +262,8 @@ pub struct Settings {
     pub reconcile: ReconcileSettings,
     pub dachs: DachsSettings,
     pub source: SourceSettings,
+    /// Where collection credentials are (`granules.credentials-dir`).
+    pub credentials_dir: PathBuf,
     /// What was merged, for `check-config` and `/status`.
     pub merged: Merged,
 }
@@ -451,6 +459,9 @@ fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
         put("source.verify", s.verify);
         put("source.allowed-signers-file", s.allowed_signers_file);
         put("source.keyring-file", s.keyring_file);
+    }
+    if let Some(g) = f.granules {
+        put("granules.credentials-dir", g.credentials_dir);
     }
     out
 }
@@ -741,6 +752,7 @@ impl Settings {
             reconcile,
             dachs,
             source,
+            credentials_dir: c.parse("granules.credentials-dir", absolute_path)?,
             merged: Merged::default(),
         };
         Ok(Settings { merged, ..settings })

@@ -5,10 +5,12 @@
 //! mtime increases), and renamed into place. Then one `dachs imp -c` per changed resource reads
 //! only the new and changed files (the RD's updating pattern) and prunes vanished ones.
 //!
-//! Sources, one file each: [`file`] (a local directory). WebDAV and the iRODS HTTP API follow.
+//! Sources, one file each: [`file`] (a local directory), [`webdav`] (B2SAFE through Davrods).
+//! The iRODS HTTP API follows.
 
 pub mod file;
 pub mod stage;
+pub mod webdav;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -105,6 +107,52 @@ impl Synced {
     }
 }
 
+/// Where a collection's files come from.
+pub enum Source {
+    File(file::FileSource),
+    Dav(webdav::DavSource),
+}
+
+impl Source {
+    /// `credential`: the collection's `user:password`, for WebDAV.
+    pub fn new(c: &Collection, credential: Option<&str>) -> Result<Source, GranuleError> {
+        if c.source.starts_with("file://") || c.source.starts_with('/') {
+            return Ok(Source::File(file::FileSource::new(&c.source)?));
+        }
+        if c.credential.is_some() && credential.is_none() {
+            return Err(GranuleError::Source(format!(
+                "collection `{}`: its credential could not be read",
+                c.name
+            )));
+        }
+        let timeout = std::time::Duration::from_secs(300);
+        Ok(Source::Dav(webdav::DavSource::new(
+            &c.source, credential, timeout,
+        )?))
+    }
+
+    fn list(&self) -> Result<Vec<Entry>, GranuleError> {
+        match self {
+            Source::File(s) => s.list(),
+            Source::Dav(s) => s.list(),
+        }
+    }
+
+    fn open(&self, e: &Entry) -> Result<Box<dyn Read>, GranuleError> {
+        match self {
+            Source::File(s) => Ok(Box::new(s.open(e)?)),
+            Source::Dav(s) => s.open(e),
+        }
+    }
+
+    fn url(&self, e: &Entry) -> String {
+        match self {
+            Source::File(s) => s.url(e),
+            Source::Dav(s) => s.url(e).to_string(),
+        }
+    }
+}
+
 pub struct Job {
     pub resource: String,
     pub collection: Collection,
@@ -114,6 +162,8 @@ pub struct Job {
     pub owner: Option<Owner>,
     /// What the state store holds for this collection.
     pub known: Vec<GranuleRecord>,
+    /// `user:password` from the collection's credential file.
+    pub credential: Option<crate::config::Secret>,
 }
 
 /// Brings the collection's new and changed files into the target directory and deletes the
@@ -122,18 +172,11 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
     let c = &job.collection;
     if c.manifest.is_some() {
         return Err(GranuleError::Unsupported(format!(
-            "collection `{}`: checksum manifests arrive with the WebDAV source; remove `manifest` for a local collection",
+            "collection `{}`: checksum manifests are not supported by this version yet; remove `manifest`",
             c.name
         )));
     }
-    let source = if c.source.starts_with("file://") || c.source.starts_with('/') {
-        file::FileSource::new(&c.source)?
-    } else {
-        return Err(GranuleError::Unsupported(format!(
-            "collection `{}`: `{}`: only local collections (file:// or a path) are supported by this version",
-            c.name, c.source
-        )));
-    };
+    let source = Source::new(c, job.credential.as_ref().map(|s| s.expose()))?;
     let include = matcher(&c.include)?;
     let exclude = matcher(&c.exclude)?;
     let mut listed = BTreeMap::new();
@@ -212,7 +255,7 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
 /// Copies one file under a temporary name, hashing it as it streams, then fsyncs, sets the
 /// mtime and renames it into place. Returns (sha256 hex, size).
 fn fetch(
-    source: &file::FileSource,
+    source: &Source,
     entry: &Entry,
     target: &Path,
     mtime_ms: i64,

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use super::{GranuleError, Job};
 use crate::apply::files::Owner;
+use crate::config::SecretFile;
 use crate::dachs::cli::Dachs;
 use crate::runtime::Runtime;
 use crate::service::Service;
@@ -36,6 +37,7 @@ pub async fn run(
     store_: &Mutex<StateStore>,
     runtime: &Runtime,
     inputs: &Path,
+    credentials_dir: &Path,
     sha: &str,
     service: &Service,
 ) -> Result<Report, GranuleError> {
@@ -54,6 +56,19 @@ pub async fn run(
         for c in &res.collections {
             runtime.set_activity(format!("syncing granules of {}/{}", res.dir, c.name));
             let known = store(store_, |s| s.granules(&res.dir, &c.name))?;
+            let credential = match &c.credential {
+                None => None,
+                Some(name) => Some(
+                    SecretFile::resolve(&credentials_dir.join(name).to_string_lossy(), None)
+                        .and_then(|f| f.read())
+                        .map_err(|m| {
+                            GranuleError::Source(format!(
+                                "collection `{}` of `{}`: credential `{name}`: {m}",
+                                c.name, res.dir
+                            ))
+                        })?,
+                ),
+            };
             let job = Job {
                 resource: res.dir.clone(),
                 collection: c.clone(),
@@ -61,6 +76,7 @@ pub async fn run(
                 sha: sha.to_owned(),
                 owner,
                 known,
+                credential,
             };
             let synced = tokio::task::spawn_blocking(move || super::sync(&job))
                 .await

@@ -20,6 +20,7 @@ fn job(src: &Path, target: &Path, known: Vec<GranuleRecord>) -> Job {
         sha: "c0ffee".into(),
         owner: None,
         known,
+        credential: None,
     }
 }
 
@@ -108,7 +109,7 @@ fn bad_listings_and_short_reads_are_refused_and_leave_nothing() {
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     write(src.path(), "a.csv", "abc");
-    let source = file::FileSource::new(src.path().to_str().unwrap()).unwrap();
+    let source = Source::File(file::FileSource::new(src.path().to_str().unwrap()).unwrap());
     let lying = Entry {
         path: "a.csv".into(),
         size: 10,

@@ -190,9 +190,16 @@ async fn granules(cx: &PassContext<'_>, sha: &str) -> Result<(), StageFailure> {
     let service = service::load(&root).map_err(|e| fail("local", e.to_string()))?;
     let dachs = Dachs::from_settings(d);
     let started = Instant::now();
-    let result =
-        crate::granules::stage::run(&dachs, cx.store, cx.runtime, &d.inputs_dir, sha, &service)
-            .await;
+    let result = crate::granules::stage::run(
+        &dachs,
+        cx.store,
+        cx.runtime,
+        &d.inputs_dir,
+        &cx.settings.credentials_dir,
+        sha,
+        &service,
+    )
+    .await;
     if let Ok(counts) = with_store(cx.store, |s| s.granule_counts()) {
         for state in ["pending", "imported", "failed"] {
             let n = counts.iter().find(|(s, _)| s == state).map_or(0, |c| c.1);

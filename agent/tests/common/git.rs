@@ -183,14 +183,11 @@ http {{
     /// whole: nginx's worker and fcgiwrap's forked children would otherwise outlive the test
     /// and keep its output pipe open.
     pub fn down(&mut self) {
-        for mut child in [self.nginx.take(), self.fcgiwrap.take()]
+        for child in [self.nginx.take(), self.fcgiwrap.take()]
             .into_iter()
             .flatten()
         {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
-            let _ = child.wait();
+            super::kill_group(child);
         }
     }
 

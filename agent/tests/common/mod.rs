@@ -3,6 +3,7 @@
 //! agent's own log is printed, so a red test says what the agent saw.
 #![allow(dead_code)]
 
+pub mod dav;
 pub mod git;
 
 use std::io::{Read, Write};
@@ -351,4 +352,13 @@ pub fn lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// Kills a server started in its own process group, with every process it forked (nginx's
+/// workers, fcgiwrap's children, Apache's), so none outlives the test or holds its pipes open.
+pub fn kill_group(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.wait();
 }
