@@ -702,6 +702,21 @@ fn granules_follow_their_collection_new_changed_vanished_and_bad() {
         .filter(|e| e.file_name().to_string_lossy().starts_with(".vespa-tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The newest commit is refused; granules of the applied revision keep flowing.
+    node.edit_rd(|rd| rd.replacen("</table>", "</tabel>", 1));
+    node.commit("broken");
+    assert_eq!(node.home.output(&["sync"]).code(), 1);
+    let more = template.replacen(template.split(',').next().unwrap(), "gmore0001", 1);
+    std::fs::write(src.join("gmore0001.csv"), format!("{header}\n{more}\n")).unwrap();
+    let out = node.home.output(&["sync"]);
+    assert_eq!(
+        out.code(),
+        1,
+        "the refused commit is still reported: {out:?}"
+    );
+    assert!(out.stderr.contains("not retried"), "{}", out.stderr);
+    assert_eq!(node.count().as_deref(), Ok("29"));
 }
 
 #[test]

@@ -56,7 +56,24 @@ pub async fn run(cx: &PassContext<'_>) -> Result<(), StageFailure> {
     let source_result = match &cx.settings.source.url {
         Some(url) => match source(cx, url).await {
             Ok(target) => deliver(cx, target).await,
-            Err(f) => Err(f),
+            Err(f) => {
+                // GitLab unreachable, or the newest commit refused: the node keeps serving the
+                // applied revision, and that revision's granules keep flowing.
+                let applied = with_store(cx.store, |s| s.meta(state::APPLIED))
+                    .ok()
+                    .flatten();
+                if cx.settings.dachs.apply
+                    && let Some(applied) = applied
+                    && let Err(g) = granules(cx, &applied).await
+                {
+                    tracing::error!(stage = g.stage, error = %g.message, "granules of the applied revision");
+                    cx.metrics
+                        .stage_errors
+                        .with_label_values(&[g.stage, g.kind])
+                        .inc();
+                }
+                Err(f)
+            }
         },
         None => Ok(()),
     };
