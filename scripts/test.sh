@@ -20,6 +20,15 @@ log "build and test packages"
 ensure_packages build-essential pkg-config libssl-dev curl ca-certificates prometheus \
   git nginx-light fcgiwrap apache2-utils openssh-client gnupg gpgv openssl mandoc apache2
 
+# A demo agent (scripts/demo.sh) converges the same DaCHS, /etc/gavo.rc included, every minute;
+# it would fight the tests that change them.
+DEMO_PID=/var/tmp/vespa-agent-demo/agent.pid
+if [ -s "$DEMO_PID" ] && kill -0 "$(cat "$DEMO_PID")" 2>/dev/null; then
+  log "stopping the demo agent (pid $(cat "$DEMO_PID")); scripts/demo.sh starts it again"
+  kill -TERM "$(cat "$DEMO_PID")"
+  for _ in $(seq 50); do kill -0 "$(cat "$DEMO_PID")" 2>/dev/null || break; sleep 0.1; done
+fi
+
 log "PostgreSQL 15 and DaCHS 2.7"
 bash scripts/setup-dachs.sh
 

@@ -410,11 +410,24 @@ impl StateStore {
             .map_err(|e| self.err(e))
     }
 
+    /// Forgets a resource and its granules (their files went with its directory).
     pub fn remove_resource(&self, dir: &str) -> Result<(), StateError> {
         self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))?;
+        let done = self
+            .conn
             .execute("DELETE FROM resources WHERE dir = ?1", params![dir])
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+            .and_then(|_| {
+                self.conn
+                    .execute("DELETE FROM granules WHERE resource = ?1", params![dir])
+            })
+            .and_then(|_| self.conn.execute_batch("COMMIT"));
+        if let Err(e) = done {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(self.err(e));
+        }
+        Ok(())
     }
 
     pub fn granules(
@@ -857,6 +870,42 @@ mod tests {
         assert_eq!(s.failed_commits().unwrap(), 0);
         let r = StateReader::open(t.path()).unwrap().unwrap();
         assert_eq!(r.meta(DESIRED).unwrap().as_deref(), Some("def"));
+    }
+
+    #[test]
+    fn resources_and_their_granules_are_remembered_and_forgotten_together() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateStore::open(t.path()).unwrap();
+        let r = ResourceRecord {
+            dir: "epnlab".into(),
+            rd_id: "epnlab/q".into(),
+            hash: "h".into(),
+            published: true,
+            tables: vec!["epnlab.epn_core".into()],
+            sha: "abc".into(),
+        };
+        s.put_resource(&r).unwrap();
+        let g = GranuleRecord {
+            resource: "epnlab".into(),
+            collection: "granules".into(),
+            path: "g.csv".into(),
+            size: 3,
+            version: "v".into(),
+            sha256: "x".into(),
+            source_url: "file:///g.csv".into(),
+            sha: "abc".into(),
+            mtime_ms: 1,
+            fetched_ms: 2,
+            state: "imported".into(),
+            error: None,
+        };
+        s.put_granule(&g).unwrap();
+        assert_eq!(s.resources().unwrap(), [r]);
+        assert_eq!(s.granules("epnlab", "granules").unwrap(), [g]);
+        assert_eq!(s.granule_counts().unwrap(), [("imported".to_owned(), 1)]);
+        s.remove_resource("epnlab").unwrap();
+        assert!(s.resources().unwrap().is_empty());
+        assert!(s.granules("epnlab", "granules").unwrap().is_empty());
     }
 
     #[test]
