@@ -800,4 +800,38 @@ fn granules_come_over_webdav_with_basic_auth() {
     let out = node.home.output(&["sync"]);
     assert_eq!(out.code(), 0, "{out:?}");
     assert_eq!(node.count().as_deref(), Ok("15"));
+
+    // A manifest: a file it does not vouch for stays out, the others come in.
+    use sha2::Digest;
+    let mut manifest = String::new();
+    for name in ["g00000000.csv", "g00000010.csv", "g00000015.csv"] {
+        let bytes = std::fs::read(data.join(name)).unwrap();
+        let sum = format!("{:x}", sha2::Sha256::digest(&bytes));
+        manifest.push_str(&format!("{name}\t{}\tsha256:{sum}\n", bytes.len()));
+    }
+    let extra = std::fs::read_to_string(data.join("g00000010.csv"))
+        .unwrap()
+        .replace("g000000", "gman000");
+    std::fs::write(data.join("unlisted.csv"), extra).unwrap();
+    std::fs::write(data.join("MANIFEST.tsv"), manifest).unwrap();
+    let toml = std::fs::read_to_string(node.repo.path().join("vespa-service.toml")).unwrap();
+    std::fs::write(
+        node.repo.path().join("vespa-service.toml"),
+        format!("{toml}manifest = \"MANIFEST.tsv\"\n"),
+    )
+    .unwrap();
+    node.commit("a manifest");
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(
+        out.stderr.contains("unlisted.csv")
+            && out.stderr.contains("not in the collection's manifest"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        node.count().as_deref(),
+        Ok("15"),
+        "an unverified file was imported"
+    );
 }

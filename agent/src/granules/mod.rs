@@ -9,6 +9,7 @@
 //! The iRODS HTTP API follows.
 
 pub mod file;
+pub mod manifest;
 pub mod stage;
 pub mod webdav;
 
@@ -42,6 +43,12 @@ pub enum GranuleError {
     Unsupported(String),
     #[error("granule import failed: {0}")]
     Import(String),
+    #[error("`{path}`: its SHA-256 is {got}, the manifest says {expected}; not imported")]
+    Mismatch {
+        path: String,
+        expected: String,
+        got: String,
+    },
 }
 
 impl GranuleError {
@@ -53,6 +60,7 @@ impl GranuleError {
             GranuleError::Changed { .. } => "changed_in_transfer",
             GranuleError::Unsupported(_) => "unsupported",
             GranuleError::Import(_) => "import_failed",
+            GranuleError::Mismatch { .. } => "checksum_mismatch",
         }
     }
 }
@@ -99,6 +107,9 @@ pub struct Synced {
     /// Paths that left the collection, deleted from the data directory.
     pub vanished: Vec<String>,
     pub bytes: u64,
+    /// Files that could not be verified or changed while copied: recorded as failed, with the
+    /// reason, and tried again when their listing or manifest entry changes.
+    pub refused: Vec<GranuleRecord>,
 }
 
 impl Synced {
@@ -170,13 +181,24 @@ pub struct Job {
 /// vanished ones. Blocking: run it on the blocking pool.
 pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
     let c = &job.collection;
-    if c.manifest.is_some() {
-        return Err(GranuleError::Unsupported(format!(
-            "collection `{}`: checksum manifests are not supported by this version yet; remove `manifest`",
-            c.name
-        )));
-    }
     let source = Source::new(c, job.credential.as_ref().map(|s| s.expose()))?;
+    let manifest = match &c.manifest {
+        None => None,
+        Some(name) => {
+            let entry = Entry {
+                path: name.clone(),
+                size: 0,
+                version: String::new(),
+            };
+            let mut text = String::new();
+            source
+                .open(&entry)?
+                .take(1 << 30)
+                .read_to_string(&mut text)
+                .map_err(|e| GranuleError::Source(format!("manifest `{name}`: {e}")))?;
+            Some(manifest::parse(name, &text).map_err(GranuleError::Source)?)
+        }
+    };
     let include = matcher(&c.include)?;
     let exclude = matcher(&c.exclude)?;
     let mut listed = BTreeMap::new();
@@ -184,7 +206,14 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
         if !plain(&e.path) {
             return Err(GranuleError::BadPath(e.path));
         }
-        if include.is_match(&e.path) && !exclude.is_match(&e.path) {
+        let is_manifest = c.manifest.as_deref() == Some(e.path.as_str());
+        if include.is_match(&e.path) && !exclude.is_match(&e.path) && !is_manifest {
+            let mut e = e;
+            // A new manifest entry is a new version of the file: a refused file is tried again
+            // once the manifest is corrected.
+            if let Some(x) = manifest.as_ref().and_then(|m| m.get(&e.path)) {
+                e.version = format!("{} {}", e.version, x.sha256);
+            }
             listed.insert(e.path.clone(), e);
         }
     }
@@ -214,14 +243,13 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
         if old.is_some_and(|g| g.version == entry.version) {
             continue;
         }
-        let (sha256, size) = fetch(&source, entry, &job.target, next_mtime, job.owner)?;
-        let record = GranuleRecord {
+        let mut record = GranuleRecord {
             resource: job.resource.clone(),
             collection: c.name.clone(),
             path: path.clone(),
-            size,
+            size: entry.size,
             version: entry.version.clone(),
-            sha256,
+            sha256: String::new(),
             source_url: source.url(entry),
             sha: job.sha.clone(),
             mtime_ms: next_mtime,
@@ -229,6 +257,40 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
             state: "pending".into(),
             error: None,
         };
+        let expected = match &manifest {
+            None => Ok(None),
+            Some(m) => match m.get(path) {
+                None => {
+                    Err("not in the collection's manifest, so it cannot be verified".to_owned())
+                }
+                Some(x) if x.size != entry.size => Err(format!(
+                    "the manifest says {} bytes, the collection lists {}",
+                    x.size, entry.size
+                )),
+                Some(x) => Ok(Some(x.sha256.as_str())),
+            },
+        };
+        let fetched = match expected {
+            Err(reason) => Err(reason),
+            Ok(sha) => match fetch(&source, entry, &job.target, next_mtime, job.owner, sha) {
+                Ok(done) => Ok(done),
+                Err(e @ (GranuleError::Mismatch { .. } | GranuleError::Changed { .. })) => {
+                    Err(e.to_string())
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let (sha256, size) = match fetched {
+            Ok(done) => done,
+            Err(reason) => {
+                record.state = "failed".into();
+                record.error = Some(reason);
+                out.refused.push(record);
+                continue;
+            }
+        };
+        record.sha256 = sha256;
+        record.size = size;
         next_mtime += 1;
         if old.is_some() {
             out.changed += 1;
@@ -260,6 +322,7 @@ fn fetch(
     target: &Path,
     mtime_ms: i64,
     owner: Option<Owner>,
+    expected_sha256: Option<&str>,
 ) -> Result<(String, u64), GranuleError> {
     let local = |e: std::io::Error, p: &Path| GranuleError::Local(format!("{}: {e}", p.display()));
     let dest = target.join(&entry.path);
@@ -289,6 +352,16 @@ fn fetch(
                 expected: entry.size,
                 got: size,
             });
+        }
+        if let Some(want) = expected_sha256 {
+            let got = format!("{:x}", hasher.clone().finalize());
+            if got != want {
+                return Err(GranuleError::Mismatch {
+                    path: entry.path.clone(),
+                    expected: want.to_owned(),
+                    got,
+                });
+            }
         }
         let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_millis(mtime_ms as u64);
         out.set_modified(mtime).map_err(|e| local(e, &tmp))?;

@@ -87,6 +87,14 @@ pub async fn run(
             for p in &synced.vanished {
                 store(store_, |s| s.remove_granule(&res.dir, &c.name, p))?;
             }
+            for g in &synced.refused {
+                let reason = g.error.clone().unwrap_or_default();
+                tracing::warn!(resource = %res.dir, collection = %c.name, granule = %g.path, reason = %reason, "a granule file was refused before import; the others go on");
+                store(store_, |s| s.put_granule(g))?;
+                report
+                    .refused
+                    .push((format!("{}/{}/{}", res.dir, c.name, g.path), reason));
+            }
             if !synced.is_empty() {
                 tracing::info!(
                     resource = %res.dir,

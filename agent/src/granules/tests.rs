@@ -115,7 +115,7 @@ fn bad_listings_and_short_reads_are_refused_and_leave_nothing() {
         size: 10,
         version: "x".into(),
     };
-    let e = fetch(&source, &lying, dst.path(), now_ms(), None).unwrap_err();
+    let e = fetch(&source, &lying, dst.path(), now_ms(), None, None).unwrap_err();
     assert!(matches!(e, GranuleError::Changed { got: 3, .. }), "{e}");
     assert_eq!(
         std::fs::read_dir(dst.path()).unwrap().count(),
@@ -126,4 +126,73 @@ fn bad_listings_and_short_reads_are_refused_and_leave_nothing() {
     let missing = tempfile::tempdir().unwrap().path().join("gone");
     let e = sync(&job(&missing, &dst.path().join("data"), Vec::new())).unwrap_err();
     assert_eq!(e.kind(), "source");
+}
+
+#[test]
+fn a_manifest_admits_only_files_it_vouches_for() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let target = dst.path().join("data");
+    write(src.path(), "a.csv", "a");
+    write(src.path(), "b.csv", "b");
+    write(src.path(), "c.csv", "c");
+    let a = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb";
+    // b's checksum is a's: a corrupted transfer, or a wrong manifest. c is not listed.
+    write(
+        src.path(),
+        "MANIFEST.tsv",
+        &format!("a.csv\t1\tsha256:{a}\nb.csv\t1\tsha256:{a}\n"),
+    );
+    let mut j = job(src.path(), &target, Vec::new());
+    j.collection.include = vec!["*".into()];
+    j.collection.exclude = vec![];
+    j.collection.manifest = Some("MANIFEST.tsv".into());
+    let out = sync(&j).unwrap();
+    assert_eq!(
+        out.fetched
+            .iter()
+            .map(|g| g.path.as_str())
+            .collect::<Vec<_>>(),
+        ["a.csv"]
+    );
+    let refused: Vec<(&str, &str)> = out
+        .refused
+        .iter()
+        .map(|g| (g.path.as_str(), g.error.as_deref().unwrap()))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused[0].0 == "b.csv" && refused[0].1.contains("the manifest says"),
+        "{refused:?}"
+    );
+    assert!(refused[1].0 == "c.csv" && refused[1].1.contains("not in the collection's manifest"));
+    assert!(!target.join("b.csv").exists() && !target.join("c.csv").exists());
+    assert!(
+        !target.join("MANIFEST.tsv").exists(),
+        "the manifest is not a granule"
+    );
+
+    // Refused files are not fetched again until their listing or manifest entry changes.
+    let mut known = out.fetched.clone();
+    known.extend(out.refused.clone());
+    let mut j = job(src.path(), &target, known);
+    j.collection.include = vec!["*".into()];
+    j.collection.exclude = vec![];
+    j.collection.manifest = Some("MANIFEST.tsv".into());
+    assert!(sync(&j).unwrap().refused.is_empty());
+    let b = "3e23e8160039594a33894f6564e1b1348bbd7a0088d42c4acb73eeaed59c009d";
+    write(
+        src.path(),
+        "MANIFEST.tsv",
+        &format!("a.csv\t1\tsha256:{a}\nb.csv\t1\tsha256:{b}\n"),
+    );
+    let again = sync(&j).unwrap();
+    assert_eq!(
+        again
+            .fetched
+            .iter()
+            .map(|g| g.path.as_str())
+            .collect::<Vec<_>>(),
+        ["b.csv"]
+    );
 }
