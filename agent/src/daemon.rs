@@ -199,6 +199,86 @@ pub async fn sync_once(settings: Settings, retry: bool) -> anyhow::Result<std::p
     Ok(sync_result(Some(outcome), error, report.applied_revision))
 }
 
+/// `vespa-agent import`: the granule stage alone, for the applied revision. While the daemon
+/// runs it owns the state store; it then runs a whole pass, which includes the granules.
+pub async fn import_once(
+    settings: Settings,
+    resource: Option<String>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let store = match StateStore::open(&settings.state_dir) {
+        Ok(store) => store,
+        Err(crate::state::StateError::Locked { .. }) => {
+            eprintln!(
+                "vespa-agent: the daemon is running; asking it for a pass, which imports every \
+                 collection{}",
+                if resource.is_some() {
+                    " (--resource does not apply)"
+                } else {
+                    ""
+                }
+            );
+            let record = crate::control::request_sync(&settings.state_dir, false)
+                .await
+                .context("import")?;
+            return Ok(sync_result(record.outcome, record.error, None));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let applied = store.meta(crate::state::APPLIED)?.ok_or_else(|| {
+        anyhow::anyhow!("no revision is applied yet: run `vespa-agent sync` first")
+    })?;
+    let root = crate::source::revisions::Revisions::new(&settings.state_dir).dir(&applied);
+    let mut service =
+        crate::service::load(&root).with_context(|| format!("the applied revision {applied}"))?;
+    if let Some(r) = &resource {
+        service.resources.retain(|x| &x.dir == r);
+        if service.resources.is_empty() {
+            anyhow::bail!("revision {applied} has no resource `{r}`");
+        }
+    }
+    let runtime = Runtime::new(
+        settings.reconcile.stall_timeout,
+        Vec::new(),
+        settings.dachs.url.clone(),
+    );
+    let dachs = crate::dachs::cli::Dachs::from_settings(&settings.dachs);
+    let store = std::sync::Mutex::new(store);
+    let report = crate::granules::stage::run(
+        &dachs,
+        &store,
+        &runtime,
+        &settings.dachs.inputs_dir,
+        &settings.credentials_dir,
+        &applied,
+        &service,
+    )
+    .await;
+    match report {
+        Ok(r) => {
+            println!(
+                "granules: {} new, {} changed, {} vanished, {} bytes; imported: {}",
+                r.added,
+                r.changed,
+                r.vanished,
+                r.bytes,
+                if r.imported.is_empty() {
+                    "nothing to import".to_owned()
+                } else {
+                    r.imported.join(", ")
+                }
+            );
+            for (path, reason) in &r.refused {
+                println!("refused: {path}: {reason}");
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("vespa-agent: import failed: {e}");
+            Ok(std::process::ExitCode::from(crate::exit::FAILURE))
+        }
+    }
+}
+
 fn sync_result(
     outcome: Option<crate::state::Outcome>,
     error: Option<String>,

@@ -717,6 +717,28 @@ fn granules_follow_their_collection_new_changed_vanished_and_bad() {
     );
     assert!(out.stderr.contains("not retried"), "{}", out.stderr);
     assert_eq!(node.count().as_deref(), Ok("29"));
+
+    // `import`: the granule stage alone, for one resource or all.
+    let out = node.home.output(&["import", "--resource", "nope"]);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert!(
+        out.stderr.contains("has no resource `nope`"),
+        "{}",
+        out.stderr
+    );
+    let last = template.replacen(template.split(',').next().unwrap(), "glast0001", 1);
+    std::fs::write(src.join("glast0001.csv"), format!("{header}\n{last}\n")).unwrap();
+    let before = node.commands().len();
+    let out = node.home.output(&["import", "--resource", "vt_granules"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("granules: 1 new, 0 changed, 0 vanished"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(node.count().as_deref(), Ok("30"));
+    assert_eq!(&node.commands()[before..], ["imp -c vt_granules/q"]);
 }
 
 #[test]

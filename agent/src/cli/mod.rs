@@ -63,6 +63,13 @@ pub enum Command {
     /// Show what the next pass would change (commit, files, imports, publications, removals)
     /// without touching anything: exit 0 if nothing, 2 if something would change
     Plan,
+    /// Bring the applied revision's granule collections in step and import what changed, without
+    /// fetching the repository: exit 0 if it succeeded (refused files are listed), 1 if not
+    Import {
+        /// Only this resource (a `dir` of vespa-service.toml)
+        #[arg(long, value_name = "DIR")]
+        resource: Option<String>,
+    },
     /// Check the configuration and print it merged, each value with the file and line it came
     /// from (exit 78 if it is invalid)
     CheckConfig,
@@ -117,6 +124,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => {
             let settings = config::load(&layout)?;
             status::show(&settings, json)
+        }
+        Command::Import { resource } => {
+            let settings = config::load(&layout)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(crate::daemon::import_once(settings, resource))
         }
         Command::Plan => {
             let settings = config::load(&layout)?;
