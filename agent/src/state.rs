@@ -437,29 +437,13 @@ impl StateStore {
     ) -> Result<Vec<GranuleRecord>, StateError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT resource, collection, path, size, version, sha256, source_url, sha,
-                        mtime_ms, fetched_ms, state, error
-                 FROM granules WHERE resource = ?1 AND collection = ?2 ORDER BY path",
-            )
+            .prepare(&format!(
+                "SELECT {GRANULE_COLUMNS} FROM granules
+                 WHERE resource = ?1 AND collection = ?2 ORDER BY path"
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![resource, collection], |r| {
-                Ok(GranuleRecord {
-                    resource: r.get(0)?,
-                    collection: r.get(1)?,
-                    path: r.get(2)?,
-                    size: r.get::<_, i64>(3)? as u64,
-                    version: r.get(4)?,
-                    sha256: r.get(5)?,
-                    source_url: r.get(6)?,
-                    sha: r.get(7)?,
-                    mtime_ms: r.get(8)?,
-                    fetched_ms: r.get(9)?,
-                    state: r.get(10)?,
-                    error: r.get(11)?,
-                })
-            })
+            .query_map(params![resource, collection], granule_row)
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
@@ -568,6 +552,30 @@ impl StateReader {
         query_pass(&self.conn, &self.path, "WHERE outcome = 'success'")
     }
 
+    /// Granules whose path (relative to their collection, or `<resource>/<collection>/<path>`)
+    /// is `what` or ends in `/<what>`. Stores before version 4 know none.
+    pub fn find_granules(&self, what: &str) -> Result<Vec<GranuleRecord>, StateError> {
+        let found = (|| {
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT {GRANULE_COLUMNS} FROM granules
+                 WHERE path = ?1
+                    OR (length(path) > length(?1)
+                        AND substr(path, length(path) - length(?1)) = '/' || ?1)
+                    OR resource || '/' || collection || '/' || path = ?1
+                 ORDER BY resource, collection, path"
+            ))?;
+            let rows = stmt.query_map(params![what], granule_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })();
+        match found {
+            Ok(v) => Ok(v),
+            Err(e) => match classify(&self.path, e) {
+                StateError::Sqlite { .. } => Ok(Vec::new()),
+                e => Err(e),
+            },
+        }
+    }
+
     /// Stores before version 3 have no `resources` table yet: nothing deployed.
     pub fn resources(&self) -> Result<Vec<ResourceRecord>, StateError> {
         resources(&self.conn, &self.path).or_else(|e| match e {
@@ -587,6 +595,26 @@ impl StateReader {
     pub fn commit(&self, sha: &str) -> Result<Option<CommitRecord>, StateError> {
         commit(&self.conn, &self.path, sha)
     }
+}
+
+const GRANULE_COLUMNS: &str = "resource, collection, path, size, version, sha256, source_url, \
+     sha, mtime_ms, fetched_ms, state, error";
+
+fn granule_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GranuleRecord> {
+    Ok(GranuleRecord {
+        resource: r.get(0)?,
+        collection: r.get(1)?,
+        path: r.get(2)?,
+        size: r.get::<_, i64>(3)? as u64,
+        version: r.get(4)?,
+        sha256: r.get(5)?,
+        source_url: r.get(6)?,
+        sha: r.get(7)?,
+        mtime_ms: r.get(8)?,
+        fetched_ms: r.get(9)?,
+        state: r.get(10)?,
+        error: r.get(11)?,
+    })
 }
 
 fn resources(conn: &Connection, path: &Path) -> Result<Vec<ResourceRecord>, StateError> {

@@ -739,6 +739,42 @@ fn granules_follow_their_collection_new_changed_vanished_and_bad() {
     );
     assert_eq!(node.count().as_deref(), Ok("30"));
     assert_eq!(&node.commands()[before..], ["imp -c vt_granules/q"]);
+
+    // Provenance, by granule_uid (looked up over TAP) and by file name.
+    let st = node.home.output(&["status", "--granule", "gnew00003"]);
+    assert_eq!(st.code(), 0, "{st:?}");
+    assert!(
+        st.stdout
+            .contains("granule:      vt_granules/granules/gnew00003.csv"),
+        "{}",
+        st.stdout
+    );
+    assert!(
+        st.stdout.contains(&format!(
+            "source:       file://{}",
+            src.join("gnew00003.csv").display()
+        )),
+        "{}",
+        st.stdout
+    );
+    assert!(
+        st.stdout.contains("state:        imported"),
+        "{}",
+        st.stdout
+    );
+    let st = node.home.output(&["status", "--granule", "gbad00001.csv"]);
+    assert!(
+        st.stdout.contains("state:        failed: ") && st.stdout.contains("notanumber"),
+        "{}",
+        st.stdout
+    );
+    let st = node.home.output(&["status", "--granule", "g_no_such"]);
+    assert_eq!(st.code(), 1, "{st:?}");
+    assert!(
+        st.stderr.contains("no granule matches `g_no_such`"),
+        "{}",
+        st.stderr
+    );
 }
 
 #[test]

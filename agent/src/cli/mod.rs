@@ -79,6 +79,10 @@ pub enum Command {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
+        /// Show one granule's provenance instead: a granule_uid, or a file's path (relative to
+        /// its collection, or just its name)
+        #[arg(long, value_name = "UID_OR_PATH")]
+        granule: Option<String>,
     },
     /// Print the version and the git revision it was built from
     Version,
@@ -121,9 +125,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("configuration is valid");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json } => {
+        Command::Status { json, granule } => {
             let settings = config::load(&layout)?;
-            status::show(&settings, json)
+            match granule {
+                Some(g) => status::show_granule(&settings, &g, json),
+                None => status::show(&settings, json),
+            }
         }
         Command::Import { resource } => {
             let settings = config::load(&layout)?;

@@ -214,3 +214,72 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
     }
     Ok(code)
 }
+
+/// `status --granule`: where a granule file came from and whether DaCHS has it. A granule_uid
+/// is looked up over TAP (the RD's `source_file` column names its file), a path in the state
+/// store.
+pub fn show_granule(settings: &Settings, what: &str, as_json: bool) -> anyhow::Result<ExitCode> {
+    let Some(reader) = StateReader::open(&settings.state_dir)? else {
+        anyhow::bail!("no state store yet: the agent has not run on this node");
+    };
+    let mut found = reader.find_granules(what)?;
+    if found.is_empty()
+        && !what.is_empty()
+        && what
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let tap =
+            crate::dachs::tap::TapClient::new(&settings.dachs.url, settings.dachs.query_timeout);
+        for res in reader.resources()? {
+            for table in &res.tables {
+                let q = format!("SELECT source_file FROM {table} WHERE granule_uid = '{what}'");
+                let Ok(answer) = rt.block_on(tap.query(&q)) else {
+                    continue;
+                };
+                for row in &answer.rows {
+                    let Some(file) = row.first() else { continue };
+                    let name = file.rsplit('/').next().unwrap_or(file);
+                    found.extend(reader.find_granules(name)?.into_iter().filter(|g| {
+                        file.starts_with(&format!("{}/", g.resource))
+                            && file.ends_with(&format!("/{}", g.path))
+                    }));
+                }
+            }
+        }
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    } else {
+        for g in &found {
+            println!("granule:      {}/{}/{}", g.resource, g.collection, g.path);
+            println!("source:       {}", g.source_url);
+            println!(
+                "size:         {} bytes, sha256 {}",
+                g.size,
+                if g.sha256.is_empty() {
+                    "(not fetched)"
+                } else {
+                    &g.sha256
+                }
+            );
+            println!(
+                "commit:       {} (the configuration that brought it)",
+                g.sha
+            );
+            println!("fetched:      {}", when(g.fetched_ms));
+            match &g.error {
+                Some(e) => println!("state:        {}: {e}", g.state),
+                None => println!("state:        {}", g.state),
+            }
+        }
+    }
+    if found.is_empty() {
+        eprintln!("vespa-agent: no granule matches `{what}`");
+        return Ok(ExitCode::from(crate::exit::FAILURE));
+    }
+    Ok(ExitCode::SUCCESS)
+}
