@@ -248,7 +248,7 @@ pub async fn import_once(
         &store,
         &runtime,
         &settings.dachs.inputs_dir,
-        &settings.credentials_dir,
+        &settings.granules,
         &applied,
         &service,
     )

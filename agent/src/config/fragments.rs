@@ -59,6 +59,7 @@ pub struct Fragment {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct GranulesFragment {
     pub credentials_dir: Option<Value>,
+    pub concurrency: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -237,6 +237,12 @@ pub const KEYS: &[KeySpec] = &[
         secret: false,
         help: "a collection's `credential = NAME` is the file NAME here: `user:password`, mode 0600",
     },
+    KeySpec {
+        key: "granules.concurrency",
+        default: Some("4"),
+        secret: false,
+        help: "granule files transferred at once (1 to 64)",
+    },
 ];
 
 /// Every key's winning value as written (a string), with its origin. Keys no file sets and that
@@ -262,10 +268,17 @@ pub struct Settings {
     pub reconcile: ReconcileSettings,
     pub dachs: DachsSettings,
     pub source: SourceSettings,
-    /// Where collection credentials are (`granules.credentials-dir`).
-    pub credentials_dir: PathBuf,
+    pub granules: GranuleSettings,
     /// What was merged, for `check-config` and `/status`.
     pub merged: Merged,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GranuleSettings {
+    /// Where collection credentials are (`granules.credentials-dir`).
+    pub credentials_dir: PathBuf,
+    /// Files transferred at once.
+    pub concurrency: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -462,6 +475,7 @@ fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
     }
     if let Some(g) = f.granules {
         put("granules.credentials-dir", g.credentials_dir);
+        put("granules.concurrency", g.concurrency);
     }
     out
 }
@@ -752,7 +766,13 @@ impl Settings {
             reconcile,
             dachs,
             source,
-            credentials_dir: c.parse("granules.credentials-dir", absolute_path)?,
+            granules: GranuleSettings {
+                credentials_dir: c.parse("granules.credentials-dir", absolute_path)?,
+                concurrency: c.parse("granules.concurrency", |v| match v.parse::<usize>() {
+                    Ok(n) if (1..=64).contains(&n) => Ok(n),
+                    _ => Err(format!("`{v}` must be a whole number from 1 to 64")),
+                })?,
+            },
             merged: Merged::default(),
         };
         Ok(Settings { merged, ..settings })

@@ -175,6 +175,18 @@ pub struct Job {
     pub known: Vec<GranuleRecord>,
     /// `user:password` from the collection's credential file.
     pub credential: Option<crate::config::Secret>,
+    /// Files transferred at once.
+    pub concurrency: usize,
+    /// Counts transferred files as they land, for the progress line.
+    pub progress: Option<std::sync::Arc<Progress>>,
+}
+
+/// How far a collection's transfer is, readable while it runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub done: std::sync::atomic::AtomicUsize,
+    /// Files to transfer in this pass, once the listing is compared.
+    pub total: std::sync::atomic::AtomicUsize,
 }
 
 /// Brings the collection's new and changed files into the target directory and deletes the
@@ -236,6 +248,14 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
         job.owner,
     )
     .map_err(|e| GranuleError::Local(e.to_string()))?;
+    // What to move, each with its own mtime (increasing in listing order) and expectation.
+    struct Todo<'a> {
+        entry: &'a Entry,
+        existed: bool,
+        expected: Result<Option<&'a str>, String>,
+        mtime_ms: i64,
+    }
+    let mut todo = Vec::new();
     for (path, entry) in &listed {
         let old = known.get(path.as_str());
         // Unchanged at the source: nothing to move. (A granule the import refused is tried
@@ -243,20 +263,6 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
         if old.is_some_and(|g| g.version == entry.version) {
             continue;
         }
-        let mut record = GranuleRecord {
-            resource: job.resource.clone(),
-            collection: c.name.clone(),
-            path: path.clone(),
-            size: entry.size,
-            version: entry.version.clone(),
-            sha256: String::new(),
-            source_url: source.url(entry),
-            sha: job.sha.clone(),
-            mtime_ms: next_mtime,
-            fetched_ms: now_ms(),
-            state: "pending".into(),
-            error: None,
-        };
         let expected = match &manifest {
             None => Ok(None),
             Some(m) => match m.get(path) {
@@ -270,15 +276,67 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
                 Some(x) => Ok(Some(x.sha256.as_str())),
             },
         };
-        let fetched = match expected {
-            Err(reason) => Err(reason),
-            Ok(sha) => match fetch(&source, entry, &job.target, next_mtime, job.owner, sha) {
-                Ok(done) => Ok(done),
-                Err(e @ (GranuleError::Mismatch { .. } | GranuleError::Changed { .. })) => {
-                    Err(e.to_string())
+        todo.push(Todo {
+            entry,
+            existed: old.is_some(),
+            expected,
+            mtime_ms: next_mtime,
+        });
+        next_mtime += 1;
+    }
+
+    if let Some(p) = &job.progress {
+        p.total
+            .store(todo.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+    // `concurrency` workers over one keep-alive client; each file's outcome kept by index.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Fetched>>> =
+        todo.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..job.concurrency.clamp(1, todo.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(t) = todo.get(i) else { break };
+                    let Ok(sha) = &t.expected else { continue };
+                    let r = fetch(&source, t.entry, &job.target, t.mtime_ms, job.owner, *sha);
+                    if let Some(p) = &job.progress {
+                        p.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
                 }
-                Err(e) => return Err(e),
-            },
+            });
+        }
+    });
+    for (t, result) in todo.iter().zip(results) {
+        let entry = t.entry;
+        let mut record = GranuleRecord {
+            resource: job.resource.clone(),
+            collection: c.name.clone(),
+            path: entry.path.clone(),
+            size: entry.size,
+            version: entry.version.clone(),
+            sha256: String::new(),
+            source_url: source.url(entry),
+            sha: job.sha.clone(),
+            mtime_ms: t.mtime_ms,
+            fetched_ms: now_ms(),
+            state: "pending".into(),
+            error: None,
+        };
+        let fetched = match (
+            &t.expected,
+            result.into_inner().unwrap_or_else(|e| e.into_inner()),
+        ) {
+            (Err(reason), _) => Err(reason.clone()),
+            (Ok(_), Some(Ok(done))) => Ok(done),
+            (
+                Ok(_),
+                Some(Err(e @ (GranuleError::Mismatch { .. } | GranuleError::Changed { .. }))),
+            ) => Err(e.to_string()),
+            (Ok(_), Some(Err(e))) => return Err(e),
+            (Ok(_), None) => Err("not transferred".to_owned()),
         };
         let (sha256, size) = match fetched {
             Ok(done) => done,
@@ -291,8 +349,7 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
         };
         record.sha256 = sha256;
         record.size = size;
-        next_mtime += 1;
-        if old.is_some() {
+        if t.existed {
             out.changed += 1;
         } else {
             out.added += 1;
@@ -314,6 +371,9 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
     Ok(out)
 }
 
+/// One transfer's outcome: (sha256 hex, size) or why not.
+type Fetched = Result<(String, u64), GranuleError>;
+
 /// Copies one file under a temporary name, hashing it as it streams, then fsyncs, sets the
 /// mtime and renames it into place. Returns (sha256 hex, size).
 fn fetch(
@@ -323,7 +383,7 @@ fn fetch(
     mtime_ms: i64,
     owner: Option<Owner>,
     expected_sha256: Option<&str>,
-) -> Result<(String, u64), GranuleError> {
+) -> Fetched {
     let local = |e: std::io::Error, p: &Path| GranuleError::Local(format!("{}: {e}", p.display()));
     let dest = target.join(&entry.path);
     if let Some(parent) = Path::new(&entry.path).parent() {

@@ -3,11 +3,13 @@
 //! that failed before), and each granule's import state recorded.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::{GranuleError, Job};
 use crate::apply::files::Owner;
-use crate::config::SecretFile;
+use crate::config::{GranuleSettings, SecretFile};
 use crate::dachs::cli::Dachs;
 use crate::runtime::Runtime;
 use crate::service::Service;
@@ -37,7 +39,7 @@ pub async fn run(
     store_: &Mutex<StateStore>,
     runtime: &Runtime,
     inputs: &Path,
-    credentials_dir: &Path,
+    settings: &GranuleSettings,
     sha: &str,
     service: &Service,
 ) -> Result<Report, GranuleError> {
@@ -56,17 +58,21 @@ pub async fn run(
         for c in &res.collections {
             runtime.set_activity(format!("syncing granules of {}/{}", res.dir, c.name));
             let known = store(store_, |s| s.granules(&res.dir, &c.name))?;
+            let progress = Arc::new(super::Progress::default());
             let credential = match &c.credential {
                 None => None,
                 Some(name) => Some(
-                    SecretFile::resolve(&credentials_dir.join(name).to_string_lossy(), None)
-                        .and_then(|f| f.read())
-                        .map_err(|m| {
-                            GranuleError::Source(format!(
-                                "collection `{}` of `{}`: credential `{name}`: {m}",
-                                c.name, res.dir
-                            ))
-                        })?,
+                    SecretFile::resolve(
+                        &settings.credentials_dir.join(name).to_string_lossy(),
+                        None,
+                    )
+                    .and_then(|f| f.read())
+                    .map_err(|m| {
+                        GranuleError::Source(format!(
+                            "collection `{}` of `{}`: credential `{name}`: {m}",
+                            c.name, res.dir
+                        ))
+                    })?,
                 ),
             };
             let job = Job {
@@ -77,10 +83,29 @@ pub async fn run(
                 owner,
                 known,
                 credential,
+                concurrency: settings.concurrency,
+                progress: Some(progress.clone()),
             };
-            let synced = tokio::task::spawn_blocking(move || super::sync(&job))
-                .await
-                .map_err(|e| GranuleError::Local(format!("the granule sync crashed: {e}")))??;
+            let handle = tokio::task::spawn_blocking(move || super::sync(&job));
+            tokio::pin!(handle);
+            // `STATUS=` (systemctl status) follows the transfer.
+            let synced = loop {
+                tokio::select! {
+                    r = &mut handle => break r,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        let total = progress.total.load(Ordering::Relaxed);
+                        if total > 0 {
+                            runtime.set_activity(format!(
+                                "bringing granules of {}/{}: {}/{total} files",
+                                res.dir,
+                                c.name,
+                                progress.done.load(Ordering::Relaxed)
+                            ));
+                        }
+                    }
+                }
+            }
+            .map_err(|e| GranuleError::Local(format!("the granule sync crashed: {e}")))??;
             for g in &synced.fetched {
                 store(store_, |s| s.put_granule(g))?;
             }

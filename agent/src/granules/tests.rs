@@ -21,6 +21,8 @@ fn job(src: &Path, target: &Path, known: Vec<GranuleRecord>) -> Job {
         owner: None,
         known,
         credential: None,
+        concurrency: 3,
+        progress: None,
     }
 }
 

@@ -212,7 +212,7 @@ async fn granules(cx: &PassContext<'_>, sha: &str) -> Result<(), StageFailure> {
         cx.store,
         cx.runtime,
         &d.inputs_dir,
-        &cx.settings.credentials_dir,
+        &cx.settings.granules,
         sha,
         &service,
     )
