@@ -67,7 +67,7 @@ pub const KEYS: &[KeySpec] = &[
         key: "agent.state-dir",
         default: Some("/var/lib/vespa-agent"),
         secret: false,
-        help: "state store (state.db) and revisions",
+        help: "state store (state.db), the repository mirror, revisions, current, control socket",
     },
     KeySpec {
         key: "http.listen",
