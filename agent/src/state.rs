@@ -93,6 +93,13 @@ pub struct ResourceRecord {
     pub sha: String,
 }
 
+/// Runs `f` with the daemon's store. The store is only touched between awaits; a poisoned
+/// lock means a panic in an earlier pass, and the connection itself is still consistent
+/// (SQLite transactions).
+pub fn with_store<T>(store: &std::sync::Mutex<StateStore>, f: impl FnOnce(&StateStore) -> T) -> T {
+    f(&store.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// A granule on the node: where it came from and whether DaCHS has it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct GranuleRecord {

@@ -96,7 +96,7 @@ fn store<T>(
     s: &Mutex<StateStore>,
     f: impl FnOnce(&StateStore) -> Result<T, crate::state::StateError>,
 ) -> Result<T, ApplyError> {
-    f(&s.lock().unwrap_or_else(|e| e.into_inner())).map_err(|e| ApplyError::Local(e.to_string()))
+    crate::state::with_store(s, f).map_err(|e| ApplyError::Local(e.to_string()))
 }
 
 /// One resource to (re)deploy.

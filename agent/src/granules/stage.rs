@@ -31,7 +31,7 @@ fn store<T>(
     s: &Mutex<StateStore>,
     f: impl FnOnce(&StateStore) -> Result<T, crate::state::StateError>,
 ) -> Result<T, GranuleError> {
-    f(&s.lock().unwrap_or_else(|e| e.into_inner())).map_err(|e| GranuleError::Local(e.to_string()))
+    crate::state::with_store(s, f).map_err(|e| GranuleError::Local(e.to_string()))
 }
 
 pub async fn run(

@@ -41,11 +41,7 @@ pub struct PassContext<'a> {
     pub debug_stall: Option<Duration>,
 }
 
-/// The store is only touched between awaits; a poisoned lock means a panic in an earlier
-/// pass, and the connection itself is still consistent (SQLite transactions).
-fn with_store<T>(store: &Mutex<StateStore>, f: impl FnOnce(&StateStore) -> T) -> T {
-    f(&store.lock().unwrap_or_else(|e| e.into_inner()))
-}
+use crate::state::with_store;
 
 pub async fn run(cx: &PassContext<'_>) -> Result<(), StageFailure> {
     if let Some(stall) = cx.debug_stall {
