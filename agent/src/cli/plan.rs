@@ -49,23 +49,8 @@ fn preview(
             repo.reference(fetch::FOLLOWED_REF, oid, true, "plan")?;
         }
     }
-    if let Some(ca) = &settings.source.ca_file {
-        // SAFETY: this process runs no other libgit2 work concurrently.
-        unsafe { git2::opts::set_ssl_cert_file(ca) }?;
-    }
-    let token = match &settings.source.token_file {
-        Some(f) => Some(
-            f.read()
-                .map_err(|m| anyhow::anyhow!("source.token-file: {m}"))?,
-        ),
-        None => None,
-    };
-    let spec = FetchSpec {
-        url: url.to_owned(),
-        follow: settings.source.follow.clone(),
-        username: settings.source.username.clone(),
-        token,
-    };
+    fetch::trust_ca_file(settings.source.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let spec = FetchSpec::configured(url, &settings.source).map_err(anyhow::Error::msg)?;
     let sha = fetch::fetch(&repo, &spec)?.sha;
     if !matches!(settings.source.verify, Verify::None) {
         verify::check(&repo, &sha, applied, &settings.source.verify)

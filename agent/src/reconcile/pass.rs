@@ -271,8 +271,7 @@ enum SourceError {
 struct SourceJob {
     state_dir: PathBuf,
     source: SourceSettings,
-    url: String,
-    token: Option<crate::config::Secret>,
+    spec: FetchSpec,
     previous: Option<String>,
     applied: Option<String>,
     known_failure: Option<(String, String, String)>,
@@ -282,19 +281,8 @@ struct SourceJob {
 /// The blocking half: git and file system work, run on the blocking pool.
 fn prepare(job: SourceJob) -> Result<Prepared, SourceError> {
     let repo = fetch::open_mirror(&job.state_dir.join("mirror.git")).map_err(SourceError::Fetch)?;
-    if let Some(ca) = &job.source.ca_file {
-        // SAFETY: libgit2's global options are set between fetches only: one pass runs at a
-        // time and nothing else in the agent uses libgit2.
-        unsafe { git2::opts::set_ssl_cert_file(ca) }
-            .map_err(|e| SourceError::Local(format!("source.ca-file: {}", e.message())))?;
-    }
-    let spec = FetchSpec {
-        url: job.url.clone(),
-        follow: job.source.follow.clone(),
-        username: job.source.username.clone(),
-        token: job.token,
-    };
-    let fetched = fetch::fetch(&repo, &spec).map_err(SourceError::Fetch)?;
+    fetch::trust_ca_file(job.source.ca_file.as_deref()).map_err(SourceError::Local)?;
+    let fetched = fetch::fetch(&repo, &job.spec).map_err(SourceError::Fetch)?;
     let sha = fetched.sha;
     let revisions = Revisions::new(&job.state_dir);
     if job.applied.as_deref() == Some(sha.as_str())
@@ -351,13 +339,7 @@ async fn source(cx: &PassContext<'_>, url: &str) -> Result<Target, StageFailure>
     };
     cx.runtime
         .set_activity(format!("fetching {}", cx.settings.source.follow.describe()));
-    let token = match &cx.settings.source.token_file {
-        Some(f) => Some(
-            f.read()
-                .map_err(|m| fail("local", format!("source.token-file: {m}")))?,
-        ),
-        None => None,
-    };
+    let spec = FetchSpec::configured(url, &cx.settings.source).map_err(|m| fail("local", m))?;
     let (previous, applied, known_failure) = with_store(cx.store, |s| {
         let previous = s.meta(state::DESIRED)?;
         let applied = s.meta(state::APPLIED)?;
@@ -381,8 +363,7 @@ async fn source(cx: &PassContext<'_>, url: &str) -> Result<Target, StageFailure>
     let job = SourceJob {
         state_dir: cx.settings.state_dir.clone(),
         source: cx.settings.source.clone(),
-        url: url.to_owned(),
-        token,
+        spec,
         previous: previous.clone(),
         applied: applied.clone(),
         known_failure,

@@ -46,6 +46,33 @@ pub struct FetchSpec {
     pub token: Option<Secret>,
 }
 
+impl FetchSpec {
+    /// The configured repository at `url`, with the token read from `source.token-file` now.
+    pub fn configured(url: &str, s: &crate::config::SourceSettings) -> Result<FetchSpec, String> {
+        let token = match &s.token_file {
+            Some(f) => Some(f.read().map_err(|m| format!("source.token-file: {m}"))?),
+            None => None,
+        };
+        Ok(FetchSpec {
+            url: url.to_owned(),
+            follow: s.follow.clone(),
+            username: s.username.clone(),
+            token,
+        })
+    }
+}
+
+/// Makes libgit2 trust `source.ca-file`, when one is configured.
+pub fn trust_ca_file(ca: Option<&Path>) -> Result<(), String> {
+    if let Some(ca) = ca {
+        // SAFETY: libgit2's global options are set between fetches only: one pass (or one
+        // `plan`) runs at a time, and nothing else in the agent uses libgit2.
+        unsafe { git2::opts::set_ssl_cert_file(ca) }
+            .map_err(|e| format!("source.ca-file: {}", e.message()))?;
+    }
+    Ok(())
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct Fetched {
     pub sha: String,
