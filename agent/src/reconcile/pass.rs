@@ -60,7 +60,7 @@ pub async fn run(cx: &PassContext<'_>) -> Result<(), StageFailure> {
                     .flatten();
                 if cx.settings.dachs.apply
                     && let Some(applied) = applied
-                    && let Err(g) = granules(cx, &applied).await
+                    && let Err(g) = granules_of_revision(cx, &applied).await
                 {
                     tracing::error!(stage = g.stage, error = %g.message, "granules of the applied revision");
                     cx.metrics
@@ -104,103 +104,117 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
         message,
     };
     let dachs_settings = &cx.settings.dachs;
-    if dachs_settings.apply {
-        let root = Revisions::new(&cx.settings.state_dir).dir(&t.sha);
-        let service = service::load(&root).map_err(|e| fail("local", e.to_string()))?;
-        let dachs = Dachs::from_settings(dachs_settings);
-        let tap = TapClient::new(&dachs_settings.url, dachs_settings.query_timeout);
-        let acx = ApplyContext {
-            dachs: &dachs,
-            tap: &tap,
-            inputs: &dachs_settings.inputs_dir,
-            gavo_rc: &dachs_settings.gavo_rc,
-            restart: &dachs_settings.restart,
-            revert_drift: dachs_settings.revert_drift,
-            state_dir: &cx.settings.state_dir,
-            store: cx.store,
-            runtime: cx.runtime,
-        };
-        let started = Instant::now();
-        match apply::apply(&acx, &t.sha, &root, &service).await {
-            Ok(report) => {
-                cx.metrics
-                    .drift_detected
-                    .inc_by(report.drifted.len() as u64);
-                let left = if dachs_settings.revert_drift {
-                    Vec::new()
-                } else {
-                    report.drifted.clone()
-                };
-                cx.metrics.drift_resources.set(left.len() as i64);
-                cx.runtime.set_drifted(left);
-                let deployed = with_store(cx.store, |s| s.resources()).unwrap_or_default();
-                cx.runtime.set_watched(
-                    service
-                        .resources
-                        .iter()
-                        .filter_map(|r| {
-                            let hash = deployed.iter().find(|d| d.dir == r.dir)?.hash.clone();
-                            Some(Watched {
-                                dir: dachs_settings.inputs_dir.join(&r.dir),
-                                unmanaged: r.collections.iter().map(|c| c.target.clone()).collect(),
-                                hash,
-                            })
+    if !dachs_settings.apply {
+        if t.fresh {
+            publish(cx, &t.sha, t.resources).map_err(|m| fail("local", m))?;
+        }
+        return Ok(());
+    }
+    let root = Revisions::new(&cx.settings.state_dir).dir(&t.sha);
+    let service = service::load(&root).map_err(|e| fail("local", e.to_string()))?;
+    let dachs = Dachs::from_settings(dachs_settings);
+    let tap = TapClient::new(&dachs_settings.url, dachs_settings.query_timeout);
+    let acx = ApplyContext {
+        dachs: &dachs,
+        tap: &tap,
+        inputs: &dachs_settings.inputs_dir,
+        gavo_rc: &dachs_settings.gavo_rc,
+        restart: &dachs_settings.restart,
+        revert_drift: dachs_settings.revert_drift,
+        state_dir: &cx.settings.state_dir,
+        store: cx.store,
+        runtime: cx.runtime,
+    };
+    let started = Instant::now();
+    match apply::apply(&acx, &t.sha, &root, &service).await {
+        Ok(report) => {
+            cx.metrics
+                .drift_detected
+                .inc_by(report.drifted.len() as u64);
+            let left = if dachs_settings.revert_drift {
+                Vec::new()
+            } else {
+                report.drifted.clone()
+            };
+            cx.metrics.drift_resources.set(left.len() as i64);
+            cx.runtime.set_drifted(left);
+            let deployed = with_store(cx.store, |s| s.resources()).unwrap_or_default();
+            cx.runtime.set_watched(
+                service
+                    .resources
+                    .iter()
+                    .filter_map(|r| {
+                        let hash = deployed.iter().find(|d| d.dir == r.dir)?.hash.clone();
+                        Some(Watched {
+                            dir: dachs_settings.inputs_dir.join(&r.dir),
+                            unmanaged: r.collections.iter().map(|c| c.target.clone()).collect(),
+                            hash,
                         })
-                        .collect(),
-                );
-                if report.dachs_commands > 0 {
-                    let total = started.elapsed();
-                    tracing::info!(
-                        commit = %t.sha,
-                        settings_changed = report.settings_changed,
-                        deployed = ?report.deployed,
-                        removed = ?report.removed,
-                        dachs_commands = report.dachs_commands,
-                        seconds = total.as_secs_f64(),
-                        dachs_seconds = report.dachs_time.as_secs_f64(),
-                        agent_seconds = total.saturating_sub(report.dachs_time).as_secs_f64(),
-                        "revision applied to DaCHS"
-                    );
-                }
-            }
-            Err(e) => {
-                let message = e.to_string();
-                if t.fresh {
-                    with_store(cx.store, |s| {
-                        s.set_meta(state::DESIRED, &t.sha)?;
-                        s.record_commit(&t.sha, Some("failed"), Some("apply"), Some(&message))
                     })
-                    .map_err(|e| fail("local", e.to_string()))?;
-                    tracing::error!(commit = %t.sha, error = %message, "commit rejected at apply; the previous revision keeps serving");
-                    return Err(fail(
-                        e.kind(),
-                        format!("commit {} rejected at apply: {message}", t.sha),
-                    ));
-                }
-                return Err(fail(e.kind(), message));
+                    .collect(),
+            );
+            if report.dachs_commands > 0 {
+                let total = started.elapsed();
+                tracing::info!(
+                    commit = %t.sha,
+                    settings_changed = report.settings_changed,
+                    deployed = ?report.deployed,
+                    removed = ?report.removed,
+                    dachs_commands = report.dachs_commands,
+                    seconds = total.as_secs_f64(),
+                    dachs_seconds = report.dachs_time.as_secs_f64(),
+                    agent_seconds = total.saturating_sub(report.dachs_time).as_secs_f64(),
+                    "revision applied to DaCHS"
+                );
             }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            if t.fresh {
+                with_store(cx.store, |s| {
+                    s.set_meta(state::DESIRED, &t.sha)?;
+                    s.record_commit(&t.sha, Some("failed"), Some("apply"), Some(&message))
+                })
+                .map_err(|e| fail("local", e.to_string()))?;
+                tracing::error!(commit = %t.sha, error = %message, "commit rejected at apply; the previous revision keeps serving");
+                return Err(fail(
+                    e.kind(),
+                    format!("commit {} rejected at apply: {message}", t.sha),
+                ));
+            }
+            return Err(fail(e.kind(), message));
         }
     }
     if t.fresh {
         publish(cx, &t.sha, t.resources).map_err(|m| fail("local", m))?;
     }
-    if dachs_settings.apply {
-        granules(cx, &t.sha).await?;
-    }
-    Ok(())
+    granules(cx, &t.sha, &service).await
+}
+
+/// [`granules`] for a revision whose service description is not loaded yet.
+async fn granules_of_revision(cx: &PassContext<'_>, sha: &str) -> Result<(), StageFailure> {
+    let root = Revisions::new(&cx.settings.state_dir).dir(sha);
+    let service = service::load(&root).map_err(|e| StageFailure {
+        stage: "granules",
+        kind: "local",
+        message: e.to_string(),
+    })?;
+    granules(cx, sha, &service).await
 }
 
 /// Brings every collection of the applied revision in step and imports what changed. A
 /// failure here is not the commit's: the pass fails and is retried with backoff.
-async fn granules(cx: &PassContext<'_>, sha: &str) -> Result<(), StageFailure> {
+async fn granules(
+    cx: &PassContext<'_>,
+    sha: &str,
+    service: &service::Service,
+) -> Result<(), StageFailure> {
     let fail = |kind: &'static str, message: String| StageFailure {
         stage: "granules",
         kind,
         message,
     };
     let d = &cx.settings.dachs;
-    let root = Revisions::new(&cx.settings.state_dir).dir(sha);
-    let service = service::load(&root).map_err(|e| fail("local", e.to_string()))?;
     let dachs = Dachs::from_settings(d);
     let started = Instant::now();
     let result = crate::granules::stage::run(
@@ -210,7 +224,7 @@ async fn granules(cx: &PassContext<'_>, sha: &str) -> Result<(), StageFailure> {
         &d.inputs_dir,
         &cx.settings.granules,
         sha,
-        &service,
+        service,
     )
     .await;
     if let Ok(counts) = with_store(cx.store, |s| s.granule_counts()) {
