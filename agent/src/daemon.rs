@@ -153,23 +153,9 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
 /// `vespa-agent sync`: one pass in this process, with the same stages as the daemon's; or, when
 /// a daemon holds the state directory, one pass of that daemon's, asked for on its control socket.
 pub async fn sync_once(settings: Settings, retry: bool) -> anyhow::Result<std::process::ExitCode> {
-    let store = match StateStore::open(&settings.state_dir) {
+    let store = match open_or_ask_daemon(&settings, retry, "").await? {
         Ok(store) => store,
-        Err(crate::state::StateError::Locked { .. }) => {
-            eprintln!("vespa-agent: the daemon is running; asking it for a pass");
-            let record = crate::control::request_sync(&settings.state_dir, retry)
-                .await
-                .context("sync")?;
-            return Ok(sync_result(
-                record.outcome,
-                record.error,
-                crate::state::StateReader::open(&settings.state_dir)
-                    .ok()
-                    .flatten()
-                    .and_then(|s| s.meta(crate::state::APPLIED).ok().flatten()),
-            ));
-        }
-        Err(e) => return Err(e.into()),
+        Err(done) => return Ok(done),
     };
     store.close_interrupted()?;
     let runtime = Arc::new(Runtime::new(
@@ -205,24 +191,14 @@ pub async fn import_once(
     settings: Settings,
     resource: Option<String>,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let store = match StateStore::open(&settings.state_dir) {
+    let note = if resource.is_some() {
+        ", which imports every collection (--resource does not apply)"
+    } else {
+        ", which imports every collection"
+    };
+    let store = match open_or_ask_daemon(&settings, false, note).await? {
         Ok(store) => store,
-        Err(crate::state::StateError::Locked { .. }) => {
-            eprintln!(
-                "vespa-agent: the daemon is running; asking it for a pass, which imports every \
-                 collection{}",
-                if resource.is_some() {
-                    " (--resource does not apply)"
-                } else {
-                    ""
-                }
-            );
-            let record = crate::control::request_sync(&settings.state_dir, false)
-                .await
-                .context("import")?;
-            return Ok(sync_result(record.outcome, record.error, None));
-        }
-        Err(e) => return Err(e.into()),
+        Err(done) => return Ok(done),
     };
     let applied = store.meta(crate::state::APPLIED)?.ok_or_else(|| {
         anyhow::anyhow!("no revision is applied yet: run `vespa-agent sync` first")
@@ -276,6 +252,30 @@ pub async fn import_once(
             eprintln!("vespa-agent: import failed: {e}");
             Ok(std::process::ExitCode::from(crate::exit::FAILURE))
         }
+    }
+}
+
+/// Opens the state store for a one-shot command; when the daemon holds it, asks the daemon
+/// for a pass instead and returns that pass's exit code (`Err`).
+async fn open_or_ask_daemon(
+    settings: &Settings,
+    retry: bool,
+    note: &str,
+) -> anyhow::Result<Result<StateStore, std::process::ExitCode>> {
+    match StateStore::open(&settings.state_dir) {
+        Ok(store) => Ok(Ok(store)),
+        Err(crate::state::StateError::Locked { .. }) => {
+            eprintln!("vespa-agent: the daemon is running; asking it for a pass{note}");
+            let record = crate::control::request_sync(&settings.state_dir, retry)
+                .await
+                .context("asking the daemon for a pass")?;
+            let applied = crate::state::StateReader::open(&settings.state_dir)
+                .ok()
+                .flatten()
+                .and_then(|s| s.meta(crate::state::APPLIED).ok().flatten());
+            Ok(Err(sync_result(record.outcome, record.error, applied)))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

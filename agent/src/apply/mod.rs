@@ -149,12 +149,6 @@ pub struct Plan<'a> {
     pub carried: Vec<ResourceRecord>,
 }
 
-impl Plan<'_> {
-    pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.removals.is_empty()
-    }
-}
-
 /// Compares the revision at `root` (commit `sha`) with what is deployed (`deployed`, from the
 /// state store) and with the files under `inputs`.
 pub fn plan<'a>(

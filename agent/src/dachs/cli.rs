@@ -108,12 +108,7 @@ impl Dachs {
         } else {
             Command::new(&self.bin)
         };
-        c.args(args)
-            .current_dir(&self.workdir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        c.args(args);
         c
     }
 
@@ -127,16 +122,19 @@ impl Dachs {
     /// same time limit and logging as a `dachs` command.
     pub async fn run_program(&self, argv: &[String]) -> Result<Run, DachsError> {
         let mut c = Command::new(&argv[0]);
-        c.args(&argv[1..])
+        c.args(&argv[1..]);
+        self.finish(argv.join(" "), c).await
+    }
+
+    /// Runs a prepared command in the working directory, output captured, killed if the pass
+    /// is abandoned or the time limit passes.
+    async fn finish(&self, shown: String, mut command: Command) -> Result<Run, DachsError> {
+        command
             .current_dir(&self.workdir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        self.finish(argv.join(" "), c).await
-    }
-
-    async fn finish(&self, shown: String, mut command: Command) -> Result<Run, DachsError> {
         let started = Instant::now();
         self.started.fetch_add(1, Ordering::Relaxed);
         let child = command.spawn().map_err(|e| DachsError::Spawn {
