@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::git::git;
+use common::git::run_git;
 use common::*;
 
 const INPUTS: &str = "/var/gavo/inputs";
@@ -25,16 +25,6 @@ struct Node {
     home: Home,
     name: String,
     log: PathBuf,
-}
-
-fn run_git(dir: &Path, args: &[&str]) -> String {
-    let out = git(dir).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 impl Node {

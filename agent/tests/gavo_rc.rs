@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::git::git;
+use common::git::run_git;
 use common::*;
 
 const GAVO_RC: &str = "/etc/gavo.rc";
@@ -30,15 +30,6 @@ impl Drop for RestoreRc {
             .filter(|(c, b)| *c == 200 && b.contains("true"))
         });
     }
-}
-
-fn run_git(dir: &Path, args: &[&str]) {
-    let out = git(dir).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn commit_service(repo: &Path, sitename: &str) {

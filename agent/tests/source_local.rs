@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::git::git;
+use common::git::run_git;
 use common::*;
 
 /// A provider's repository on the local disk, holding the example service.
@@ -36,13 +36,7 @@ impl LocalRepo {
     }
 
     fn run(&self, args: &[&str]) -> String {
-        let out = git(self.path()).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        run_git(self.path(), args)
     }
 
     fn write(&self, rel: &str, body: &str) {

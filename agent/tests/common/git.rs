@@ -30,6 +30,11 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Runs `git <args>` in `dir` (see [`git`]), fails the test if it fails, returns its stdout.
+pub fn run_git(dir: &Path, args: &[&str]) -> String {
+    run(git(dir).args(args))
+}
+
 /// git with an identity and no user or system configuration.
 pub fn git(dir: &Path) -> Command {
     let mut c = Command::new("git");
@@ -264,7 +269,7 @@ http {{
 
     /// Runs any git command in the work tree.
     pub fn git(&self, args: &[&str]) -> String {
-        run(git(&self.work()).args(args))
+        run_git(&self.work(), args)
     }
 }
 
