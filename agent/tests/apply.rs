@@ -758,6 +758,10 @@ fn granules_follow_their_collection_new_changed_vanished_and_bad() {
         "{}",
         st.stdout
     );
+    // Not an identifier: never put into the ADQL lookup; simply not found.
+    let st = node.home.output(&["status", "--granule", "g' OR '1'='1"]);
+    assert_eq!(st.code(), 1, "{st:?}");
+    assert!(st.stdout.is_empty(), "{}", st.stdout);
     let st = node.home.output(&["status", "--granule", "g_no_such"]);
     assert_eq!(st.code(), 1, "{st:?}");
     assert!(

@@ -208,6 +208,36 @@ fn out_of_range_values_name_their_line() {
             "source.url",
             "unsupported scheme",
         ),
+        (
+            "[dachs]\ncommand-timeout = \"1s\"\n",
+            "dachs.command-timeout",
+            "out of range",
+        ),
+        (
+            "[dachs]\napply = \"yes\"\n",
+            "dachs.apply",
+            "must be true or false",
+        ),
+        (
+            "[dachs]\nrestart = \"systemctl restart dachs\"\n",
+            "dachs.restart",
+            "starting with an absolute path",
+        ),
+        (
+            "[dachs]\ndrift = \"ignore\"\n",
+            "dachs.drift",
+            "must be revert or report",
+        ),
+        (
+            "[granules]\nconcurrency = 0\n",
+            "granules.concurrency",
+            "from 1 to 64",
+        ),
+        (
+            "[granules]\ncredentials-dir = \"creds\"\n",
+            "granules.credentials-dir",
+            "absolute path",
+        ),
     ] {
         let d = Dir::new();
         d.write("etc/agent.toml", body);
