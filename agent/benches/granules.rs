@@ -19,6 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::dav::{DavServer, PASSWORD, USER};
+use vespa_agent::granules::transfer::Limits;
 use vespa_agent::granules::{Job, sync};
 use vespa_agent::service::Collection;
 use vespa_agent::state::GranuleRecord;
@@ -71,6 +72,7 @@ fn agent(
         known,
         credential: Some(credential),
         concurrency: 4,
+        limits: Limits::default(),
         progress: None,
     };
     let t = Instant::now();

@@ -246,7 +246,14 @@ pub async fn import_once(
             for (path, reason) in &r.refused {
                 println!("refused: {path}: {reason}");
             }
-            Ok(std::process::ExitCode::SUCCESS)
+            for (what, e) in &r.failures {
+                eprintln!("vespa-agent: {what}: {e}");
+            }
+            Ok(std::process::ExitCode::from(if r.failures.is_empty() {
+                crate::exit::OK
+            } else {
+                crate::exit::FAILURE
+            }))
         }
         Err(e) => {
             eprintln!("vespa-agent: import failed: {e}");

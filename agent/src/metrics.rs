@@ -26,8 +26,28 @@ pub struct Metrics {
     pub drift_resources: IntGauge,
     pub granules: IntGaugeVec,
     pub granule_bytes: IntCounter,
+    pub granule_failures: IntCounterVec,
+    pub granule_retries: IntCounter,
+    pub granule_transfer_duration: Histogram,
+    pub granule_import_duration: Histogram,
     pub drift_detected: IntCounter,
 }
+
+/// The reasons `vespa_agent_granule_failures_total` counts: a fixed set, so the series count
+/// cannot grow with what goes wrong.
+pub const GRANULE_FAILURE_REASONS: [&str; 11] = [
+    "source",
+    "bad_listing",
+    "transfer",
+    "changed_in_transfer",
+    "checksum_mismatch",
+    "unverifiable",
+    "disk_reserve",
+    "local",
+    "unsupported",
+    "import_failed",
+    "import_refused",
+];
 
 /// The git revision the binary was built from, set by build.rs.
 pub const GIT_REVISION: &str = env!("VESPA_AGENT_GIT_REVISION");
@@ -157,6 +177,40 @@ impl Metrics {
         for state in ["pending", "imported", "failed"] {
             granules.with_label_values(&[state]);
         }
+        let granule_failures = IntCounterVec::new(
+            Opts::new(
+                "vespa_agent_granule_failures_total",
+                "Granule files (and collections, for source, bad_listing and import_failed) that failed, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for r in GRANULE_FAILURE_REASONS {
+            granule_failures.with_label_values(&[r]);
+        }
+        let granule_retries = IntCounter::new(
+            "vespa_agent_granule_transfer_retries_total",
+            "Granule transfers retried after a fault, each after a backoff.",
+        )
+        .expect("valid metric");
+        let granule_transfer_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "vespa_agent_granule_transfer_duration_seconds",
+                "Wall time of one granule file's transfer, retries included.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.02, 0.1, 0.5, 2.0, 10.0, 60.0, 300.0, 1800.0,
+            ]),
+        )
+        .expect("valid metric");
+        let granule_import_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "vespa_agent_granule_import_duration_seconds",
+                "Wall time of one resource's granule import (dachs imp).",
+            )
+            .buckets(vec![0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]),
+        )
+        .expect("valid metric");
         let build_info = GaugeVec::new(
             Opts::new(
                 "vespa_agent_build_info",
@@ -196,6 +250,10 @@ impl Metrics {
             Box::new(drift_detected.clone()),
             Box::new(granules.clone()),
             Box::new(granule_bytes.clone()),
+            Box::new(granule_failures.clone()),
+            Box::new(granule_retries.clone()),
+            Box::new(granule_transfer_duration.clone()),
+            Box::new(granule_import_duration.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -221,6 +279,10 @@ impl Metrics {
             drift_detected,
             granules,
             granule_bytes,
+            granule_failures,
+            granule_retries,
+            granule_transfer_duration,
+            granule_import_duration,
         }
     }
 

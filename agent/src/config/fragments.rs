@@ -60,6 +60,10 @@ pub struct Fragment {
 pub struct GranulesFragment {
     pub credentials_dir: Option<Value>,
     pub concurrency: Option<Value>,
+    pub retries: Option<Value>,
+    pub bandwidth_limit: Option<Value>,
+    pub disk_reserve: Option<Value>,
+    pub stall_timeout: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -243,6 +243,30 @@ pub const KEYS: &[KeySpec] = &[
         secret: false,
         help: "granule files transferred at once (1 to 64)",
     },
+    KeySpec {
+        key: "granules.retries",
+        default: Some("3"),
+        secret: false,
+        help: "retries of a failed transfer within a pass, with backoff, resuming where it broke (0 to 10)",
+    },
+    KeySpec {
+        key: "granules.bandwidth-limit",
+        default: Some("0"),
+        secret: false,
+        help: "bytes per second for all transfers together, like \"20M\" (K, M, G: powers of 1000; Ki, Mi, Gi: of 1024); 0: no limit",
+    },
+    KeySpec {
+        key: "granules.disk-reserve",
+        default: Some("1G"),
+        secret: false,
+        help: "free space a transfer never takes from the filesystem of the data directories",
+    },
+    KeySpec {
+        key: "granules.stall-timeout",
+        default: Some("60s"),
+        secret: false,
+        help: "a transfer or listing that sends nothing for this long is broken off and retried",
+    },
 ];
 
 /// Every key's winning value as written (a string), with its origin. Keys no file sets and that
@@ -279,6 +303,14 @@ pub struct GranuleSettings {
     pub credentials_dir: PathBuf,
     /// Files transferred at once.
     pub concurrency: usize,
+    /// Retries of a failed transfer within a pass.
+    pub retries: u32,
+    /// Bytes per second for all transfers together; 0: no limit.
+    pub bandwidth_limit: u64,
+    /// Free bytes a transfer never takes from the data directories' filesystem.
+    pub disk_reserve: u64,
+    /// Silence after which a transfer is broken off.
+    pub stall_timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -476,6 +508,10 @@ fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
     if let Some(g) = f.granules {
         put("granules.credentials-dir", g.credentials_dir);
         put("granules.concurrency", g.concurrency);
+        put("granules.retries", g.retries);
+        put("granules.bandwidth-limit", g.bandwidth_limit);
+        put("granules.disk-reserve", g.disk_reserve);
+        put("granules.stall-timeout", g.stall_timeout);
     }
     out
 }
@@ -550,6 +586,34 @@ fn duration_in(v: &str, min: Duration, max: Duration) -> Result<Duration, String
         ));
     }
     Ok(d)
+}
+
+/// `1500`, `20M`, `1.5G`, `512Mi`: K, M, G, T are powers of 1000, Ki, Mi, Gi, Ti of 1024.
+pub fn byte_size(v: &str) -> Result<u64, String> {
+    let bad = || format!("`{v}` is not a size like \"0\", \"500M\", \"2G\" or \"512Mi\"");
+    let t = v.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let factor: u64 = match unit.trim().trim_end_matches(['B', 'b']) {
+        "" => 1,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let bytes = n * factor as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 / 2.0 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
 }
 
 fn absolute_path(v: &str) -> Result<PathBuf, String> {
@@ -649,6 +713,7 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         const SECOND: Duration = Duration::from_secs(1);
         const DAY: Duration = Duration::from_secs(86_400);
+        const HOUR: Duration = Duration::from_secs(3_600);
         let c = Checker { merged: &merged };
         let secret = |v: &str| {
             let file = SecretFile::resolve(v, credentials)?;
@@ -772,6 +837,13 @@ impl Settings {
                     Ok(n) if (1..=64).contains(&n) => Ok(n),
                     _ => Err(format!("`{v}` must be a whole number from 1 to 64")),
                 })?,
+                retries: c.parse("granules.retries", |v| match v.parse::<u32>() {
+                    Ok(n) if n <= 10 => Ok(n),
+                    _ => Err(format!("`{v}` must be a whole number from 0 to 10")),
+                })?,
+                bandwidth_limit: c.parse("granules.bandwidth-limit", byte_size)?,
+                disk_reserve: c.parse("granules.disk-reserve", byte_size)?,
+                stall_timeout: c.duration("granules.stall-timeout", SECOND, HOUR)?,
             },
             merged: Merged::default(),
         };

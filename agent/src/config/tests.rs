@@ -238,6 +238,26 @@ fn out_of_range_values_name_their_line() {
             "granules.credentials-dir",
             "absolute path",
         ),
+        (
+            "[granules]\nretries = 11\n",
+            "granules.retries",
+            "from 0 to 10",
+        ),
+        (
+            "[granules]\nbandwidth-limit = \"fast\"\n",
+            "granules.bandwidth-limit",
+            "is not a size",
+        ),
+        (
+            "[granules]\ndisk-reserve = \"-1G\"\n",
+            "granules.disk-reserve",
+            "is not a size",
+        ),
+        (
+            "[granules]\ndisk-reserve = \"2Q\"\n",
+            "granules.disk-reserve",
+            "is not a size",
+        ),
     ] {
         let d = Dir::new();
         d.write("etc/agent.toml", body);
@@ -336,5 +356,24 @@ fn numbers_may_be_written_bare_or_quoted() {
         let d = Dir::new();
         d.write("etc/agent.toml", text);
         assert_eq!(d.load().unwrap().source.keep_revisions, 3, "{text}");
+    }
+}
+
+#[test]
+fn sizes_read_as_written() {
+    use super::byte_size;
+    for (v, n) in [
+        ("0", 0),
+        ("1500", 1500),
+        ("20M", 20_000_000),
+        ("1.5G", 1_500_000_000),
+        ("512Mi", 512 << 20),
+        ("2GB", 2_000_000_000),
+        ("1 Ki", 1024),
+    ] {
+        assert_eq!(byte_size(v), Ok(n), "{v}");
+    }
+    for bad in ["", "M", "1.2.3", "-5", "10 parsecs", "1e999"] {
+        assert!(byte_size(bad).is_err(), "{bad}");
     }
 }

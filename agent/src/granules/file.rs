@@ -49,6 +49,7 @@ impl FileSource {
                         path: path.to_string_lossy().into_owned(),
                         size: meta.len(),
                         version: format!("{}:{mtime}", meta.len()),
+                        validator: None,
                     });
                 }
             }

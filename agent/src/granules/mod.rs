@@ -11,19 +11,19 @@
 pub mod file;
 pub mod manifest;
 pub mod stage;
+pub mod transfer;
 pub mod webdav;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
-
-use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::apply::files::{self, Owner, TMP_PREFIX};
 use crate::service::Collection;
 use crate::state::{GranuleRecord, now_ms};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum GranuleError {
     #[error("collection source: {0}")]
     Source(String),
@@ -31,6 +31,14 @@ pub enum GranuleError {
     BadPath(String),
     #[error("{0}")]
     Local(String),
+    /// The network or the server broke a transfer: retried, resumed where it broke.
+    #[error("transfer: {0}")]
+    Transfer(String),
+    #[error("disk reserve: {0}")]
+    DiskReserve(String),
+    /// Listed, then gone when fetched: the next listing decides.
+    #[error("`{0}` was listed but is gone from the collection; the next pass lists it again")]
+    Vanished(String),
     #[error(
         "`{path}` changed while it was copied (expected {expected} bytes, read {got}); retried at the next pass"
     )]
@@ -57,6 +65,9 @@ impl GranuleError {
             GranuleError::Source(_) => "source",
             GranuleError::BadPath(_) => "bad_listing",
             GranuleError::Local(_) => "local",
+            GranuleError::Transfer(_) => "transfer",
+            GranuleError::DiskReserve(_) => "disk_reserve",
+            GranuleError::Vanished(_) => "changed_in_transfer",
             GranuleError::Changed { .. } => "changed_in_transfer",
             GranuleError::Unsupported(_) => "unsupported",
             GranuleError::Import(_) => "import_failed",
@@ -73,6 +84,9 @@ pub struct Entry {
     pub size: u64,
     /// Changes whenever the content may have: ETag, or size and mtime.
     pub version: String,
+    /// What `If-Range` sends to resume only the same content: a strong ETag, quoted, or the
+    /// last-modified date. None: a broken transfer starts over.
+    pub validator: Option<String>,
 }
 
 /// A listed path may only name a file below the target: no `..`, no root, nothing hidden the
@@ -107,14 +121,44 @@ pub struct Synced {
     /// Paths that left the collection, deleted from the data directory.
     pub vanished: Vec<String>,
     pub bytes: u64,
-    /// Files that could not be verified or changed while copied: recorded as failed, with the
-    /// reason, and tried again when their listing or manifest entry changes.
+    /// Files that could not be verified: recorded as failed, with the reason, and tried again
+    /// when their listing or manifest entry changes.
     pub refused: Vec<GranuleRecord>,
+    /// Files left for the next pass (a transfer that kept breaking, a file that changed or went
+    /// while copied), with the reason. Not recorded: the next listing decides again.
+    pub deferred: Vec<(String, GranuleError)>,
+    /// Why the sync stopped early (credentials refused, the disk reserve reached, a local
+    /// error); what arrived before is in `fetched`.
+    pub stopped: Option<GranuleError>,
+    /// Transfers retried within the pass.
+    pub retries: u64,
+    /// Each transferred file's duration, in seconds.
+    pub durations: Vec<f64>,
+    /// Files refused or deferred, by reason (a [`GranuleError::kind`] or `unverifiable`).
+    pub failed: BTreeMap<&'static str, u64>,
 }
 
 impl Synced {
     pub fn is_empty(&self) -> bool {
         self.fetched.is_empty() && self.vanished.is_empty()
+    }
+
+    /// What the pass reports as its error: why the sync stopped, else the transfers that kept
+    /// breaking. Files that changed while copied are a normal race, not an error.
+    pub fn failure(&self) -> Option<GranuleError> {
+        if let Some(e) = &self.stopped {
+            return Some(e.clone());
+        }
+        let broken: Vec<_> = self
+            .deferred
+            .iter()
+            .filter(|(_, e)| matches!(e, GranuleError::Transfer(_)))
+            .collect();
+        let (_, first) = broken.first()?;
+        Some(GranuleError::Transfer(match broken.len() {
+            1 => first.to_string(),
+            n => format!("{n} files could not be transferred; the first: {first}"),
+        }))
     }
 }
 
@@ -126,7 +170,11 @@ pub enum Source {
 
 impl Source {
     /// `credential`: the collection's `user:password`, for WebDAV.
-    pub fn new(c: &Collection, credential: Option<&str>) -> Result<Source, GranuleError> {
+    pub fn new(
+        c: &Collection,
+        credential: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> Result<Source, GranuleError> {
         if c.source.starts_with("file://") || c.source.starts_with('/') {
             return Ok(Source::File(file::FileSource::new(&c.source)?));
         }
@@ -136,7 +184,6 @@ impl Source {
                 c.name
             )));
         }
-        let timeout = std::time::Duration::from_secs(300);
         Ok(Source::Dav(webdav::DavSource::new(
             &c.source, credential, timeout,
         )?))
@@ -149,10 +196,12 @@ impl Source {
         }
     }
 
-    fn open(&self, e: &Entry) -> Result<Box<dyn Read>, GranuleError> {
+    /// The file's bytes from `offset` where the source can resume there, else from the first;
+    /// returns where the bytes start.
+    fn open_at(&self, e: &Entry, offset: u64) -> Result<(Box<dyn Read>, u64), GranuleError> {
         match self {
-            Source::File(s) => Ok(Box::new(s.open(e)?)),
-            Source::Dav(s) => s.open(e),
+            Source::File(s) => Ok((Box::new(s.open(e)?), 0)),
+            Source::Dav(s) => s.open_at(e, offset),
         }
     }
 
@@ -177,6 +226,7 @@ pub struct Job {
     pub credential: Option<crate::config::Secret>,
     /// Files transferred at once.
     pub concurrency: usize,
+    pub limits: transfer::Limits,
     /// Counts transferred files as they land, for the progress line.
     pub progress: Option<std::sync::Arc<Progress>>,
 }
@@ -193,7 +243,11 @@ pub struct Progress {
 /// vanished ones. Blocking: run it on the blocking pool.
 pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
     let c = &job.collection;
-    let source = Source::new(c, job.credential.as_ref().map(|s| s.expose()))?;
+    let source = Source::new(
+        c,
+        job.credential.as_ref().map(|s| s.expose()),
+        job.limits.stall_timeout,
+    )?;
     let manifest = match &c.manifest {
         None => None,
         Some(name) => {
@@ -201,10 +255,12 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
                 path: name.clone(),
                 size: 0,
                 version: String::new(),
+                validator: None,
             };
             let mut text = String::new();
             source
-                .open(&entry)?
+                .open_at(&entry, 0)?
+                .0
                 .take(1 << 30)
                 .read_to_string(&mut text)
                 .map_err(|e| GranuleError::Source(format!("manifest `{name}`: {e}")))?;
@@ -286,29 +342,48 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
     }
 
     if let Some(p) = &job.progress {
-        p.total
-            .store(todo.len(), std::sync::atomic::Ordering::Relaxed);
+        p.total.store(todo.len(), Ordering::Relaxed);
     }
     // `concurrency` workers over one keep-alive client; each file's outcome kept by index.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Fetched>>> =
+    // A fault that would fail every file (credentials refused, the disk reserve reached)
+    // stops them all; what arrived before it is kept.
+    let shared = transfer::Shared::new(job.limits.clone());
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let results: Vec<std::sync::Mutex<Option<(transfer::Fetched, f64)>>> =
         todo.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|scope| {
         for _ in 0..job.concurrency.clamp(1, todo.len().max(1)) {
             scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(t) = todo.get(i) else { break };
                     let Ok(sha) = &t.expected else { continue };
-                    let r = fetch(&source, t.entry, &job.target, t.mtime_ms, job.owner, *sha);
-                    if let Some(p) = &job.progress {
-                        p.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let started = std::time::Instant::now();
+                    let r = transfer::fetch(
+                        &source,
+                        &shared,
+                        &transfer::Request {
+                            entry: t.entry,
+                            target: &job.target,
+                            mtime_ms: t.mtime_ms,
+                            owner: job.owner,
+                            expected_sha256: *sha,
+                        },
+                    );
+                    if r.as_ref().is_err_and(stops_all) {
+                        stop.store(true, Ordering::Relaxed);
                     }
-                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                    if let Some(p) = &job.progress {
+                        p.done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((r, started.elapsed().as_secs_f64()));
                 }
             });
         }
     });
+    out.retries = shared.retries.load(Ordering::Relaxed);
     for (t, result) in todo.iter().zip(results) {
         let entry = t.entry;
         let mut record = GranuleRecord {
@@ -325,20 +400,34 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
             state: "pending".into(),
             error: None,
         };
-        let fetched = match (
-            &t.expected,
-            result.into_inner().unwrap_or_else(|e| e.into_inner()),
-        ) {
-            (Err(reason), _) => Err(reason.clone()),
-            (Ok(_), Some(Ok(done))) => Ok(done),
-            (
-                Ok(_),
-                Some(Err(e @ (GranuleError::Mismatch { .. } | GranuleError::Changed { .. }))),
-            ) => Err(e.to_string()),
-            (Ok(_), Some(Err(e))) => return Err(e),
-            (Ok(_), None) => Err("not transferred".to_owned()),
+        let outcome = match &t.expected {
+            Err(reason) => {
+                *out.failed.entry("unverifiable").or_default() += 1;
+                Err(reason.clone())
+            }
+            Ok(_) => match result.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                Some((Ok(done), seconds)) => {
+                    out.durations.push(seconds);
+                    Ok(done)
+                }
+                Some((Err(e @ GranuleError::Mismatch { .. }), _)) => {
+                    *out.failed.entry(e.kind()).or_default() += 1;
+                    Err(e.to_string())
+                }
+                Some((Err(e), _)) => {
+                    *out.failed.entry(e.kind()).or_default() += 1;
+                    if stops_all(&e) {
+                        out.stopped.get_or_insert(e);
+                    } else {
+                        out.deferred.push((entry.path.clone(), e));
+                    }
+                    continue;
+                }
+                // Not started: the sync stopped first.
+                None => continue,
+            },
         };
-        let (sha256, size) = match fetched {
+        let (sha256, size) = match outcome {
             Ok(done) => done,
             Err(reason) => {
                 record.state = "failed".into();
@@ -360,10 +449,14 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
     for g in &job.known {
         if !listed.contains_key(&g.path) {
             let p = job.target.join(&g.path);
-            match std::fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(GranuleError::Local(format!("{}: {e}", p.display()))),
+            // A partial transfer of it, kept for resuming, goes too.
+            let tmp = transfer::temporary(&p);
+            for f in [transfer::validator_file(&tmp), tmp, p] {
+                match std::fs::remove_file(&f) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(GranuleError::Local(format!("{}: {e}", f.display()))),
+                }
             }
             out.vanished.push(g.path.clone());
         }
@@ -371,72 +464,12 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
     Ok(out)
 }
 
-/// One transfer's outcome: (sha256 hex, size) or why not.
-type Fetched = Result<(String, u64), GranuleError>;
-
-/// Copies one file under a temporary name, hashing it as it streams, then fsyncs, sets the
-/// mtime and renames it into place. Returns (sha256 hex, size).
-fn fetch(
-    source: &Source,
-    entry: &Entry,
-    target: &Path,
-    mtime_ms: i64,
-    owner: Option<Owner>,
-    expected_sha256: Option<&str>,
-) -> Fetched {
-    let local = |e: std::io::Error, p: &Path| GranuleError::Local(format!("{}: {e}", p.display()));
-    let dest = target.join(&entry.path);
-    if let Some(parent) = Path::new(&entry.path).parent() {
-        files::make_dirs(target, parent, owner).map_err(|e| GranuleError::Local(e.to_string()))?;
-    }
-    let name = dest.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dest.with_file_name(format!("{TMP_PREFIX}{name}"));
-    let mut input = source.open(entry)?;
-    let mut out = std::fs::File::create(&tmp).map_err(|e| local(e, &tmp))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    let copied = (|| -> Result<(), GranuleError> {
-        loop {
-            let n = input.read(&mut buf).map_err(|e| local(e, &tmp))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| local(e, &tmp))?;
-            size += n as u64;
-        }
-        if size != entry.size {
-            return Err(GranuleError::Changed {
-                path: entry.path.clone(),
-                expected: entry.size,
-                got: size,
-            });
-        }
-        if let Some(want) = expected_sha256 {
-            let got = format!("{:x}", hasher.clone().finalize());
-            if got != want {
-                return Err(GranuleError::Mismatch {
-                    path: entry.path.clone(),
-                    expected: want.to_owned(),
-                    got,
-                });
-            }
-        }
-        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_millis(mtime_ms as u64);
-        out.set_modified(mtime).map_err(|e| local(e, &tmp))?;
-        out.sync_all().map_err(|e| local(e, &tmp))?;
-        if let Some(o) = owner {
-            std::os::unix::fs::fchown(&out, Some(o.uid), Some(o.gid))
-                .map_err(|e| local(e, &tmp))?;
-        }
-        std::fs::rename(&tmp, &dest).map_err(|e| local(e, &dest))
-    })();
-    if copied.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    copied?;
-    Ok((format!("{:x}", hasher.finalize()), size))
+/// A fault that every further transfer would meet too.
+fn stops_all(e: &GranuleError) -> bool {
+    matches!(
+        e,
+        GranuleError::Source(_) | GranuleError::Local(_) | GranuleError::DiskReserve(_)
+    )
 }
 
 #[cfg(test)]

@@ -25,6 +25,42 @@ pub struct Report {
     pub imported: Vec<String>,
     /// Granules the import refused: (resource/collection/path, DaCHS's reason).
     pub refused: Vec<(String, String)>,
+    /// Collections (`resource/collection`) that could not be brought fully in step and
+    /// resources whose import failed, each with why. The others, and what arrived of these, are
+    /// imported all the same.
+    pub failures: Vec<(String, GranuleError)>,
+    /// Transfers retried within the pass.
+    pub retries: u64,
+    /// Each transferred file's duration, in seconds.
+    pub transfer_seconds: Vec<f64>,
+    /// Each `dachs imp`'s duration, in seconds.
+    pub import_seconds: Vec<f64>,
+    /// Files and collections that failed, by reason: a [`GranuleError::kind`],
+    /// `unverifiable` (not in the manifest) or `import_refused` (DaCHS refused the file).
+    pub failed: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl Report {
+    /// The pass's error, if a collection failed: the first, with a count of the others.
+    pub fn failure(&self) -> Option<GranuleError> {
+        let ((name, first), rest) = self.failures.split_first()?;
+        let more = match rest.len() {
+            0 => String::new(),
+            n => format!(" (and {n} more failed)"),
+        };
+        let mut e = first.clone();
+        let with = |m: &mut String| *m = format!("{name}: {m}{more}");
+        match &mut e {
+            GranuleError::Source(m)
+            | GranuleError::Local(m)
+            | GranuleError::Transfer(m)
+            | GranuleError::DiskReserve(m)
+            | GranuleError::Unsupported(m)
+            | GranuleError::Import(m) => with(m),
+            _ => return Some(GranuleError::Source(format!("{name}: {e}{more}"))),
+        }
+        Some(e)
+    }
 }
 
 fn store<T>(
@@ -57,23 +93,27 @@ pub async fn run(
         let mut changed = false;
         for c in &res.collections {
             runtime.set_activity(format!("syncing granules of {}/{}", res.dir, c.name));
+            let label = format!("{}/{}", res.dir, c.name);
             let known = store(store_, |s| s.granules(&res.dir, &c.name))?;
             let progress = Arc::new(super::Progress::default());
             let credential = match &c.credential {
                 None => None,
-                Some(name) => Some(
-                    SecretFile::resolve(
-                        &settings.credentials_dir.join(name).to_string_lossy(),
-                        None,
-                    )
-                    .and_then(|f| f.read())
-                    .map_err(|m| {
-                        GranuleError::Source(format!(
-                            "collection `{}` of `{}`: credential `{name}`: {m}",
-                            c.name, res.dir
-                        ))
-                    })?,
-                ),
+                Some(name) => match SecretFile::resolve(
+                    &settings.credentials_dir.join(name).to_string_lossy(),
+                    None,
+                )
+                .and_then(|f| f.read())
+                {
+                    Ok(secret) => Some(secret),
+                    Err(m) => {
+                        *report.failed.entry("source").or_default() += 1;
+                        report.failures.push((
+                            label,
+                            GranuleError::Source(format!("credential `{name}`: {m}")),
+                        ));
+                        continue;
+                    }
+                },
             };
             let job = Job {
                 resource: res.dir.clone(),
@@ -84,6 +124,7 @@ pub async fn run(
                 known,
                 credential,
                 concurrency: settings.concurrency,
+                limits: super::transfer::Limits::from_settings(settings),
                 progress: Some(progress.clone()),
             };
             let handle = tokio::task::spawn_blocking(move || super::sync(&job));
@@ -105,7 +146,17 @@ pub async fn run(
                     }
                 }
             }
-            .map_err(|e| GranuleError::Local(format!("the granule sync crashed: {e}")))??;
+            .map_err(|e| GranuleError::Local(format!("the granule sync crashed: {e}")))?;
+            // A collection that cannot be listed leaves the others to go on.
+            let synced = match synced {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(collection = %label, error = %e, "a granule collection could not be synced; the others go on");
+                    *report.failed.entry(e.kind()).or_default() += 1;
+                    report.failures.push((label, e));
+                    continue;
+                }
+            };
             for g in &synced.fetched {
                 store(store_, |s| s.put_granule(g))?;
             }
@@ -131,7 +182,18 @@ pub async fn run(
                     "granules brought in"
                 );
             }
+            for (path, why) in &synced.deferred {
+                tracing::info!(collection = %label, granule = %path, reason = %why, "a granule file is left for the next pass");
+            }
+            if let Some(e) = synced.failure() {
+                report.failures.push((label, e));
+            }
             changed |= !synced.is_empty();
+            report.retries += synced.retries;
+            for (k, n) in &synced.failed {
+                *report.failed.entry(k).or_default() += n;
+            }
+            report.transfer_seconds.extend(&synced.durations);
             report.added += synced.added;
             report.changed += synced.changed;
             report.vanished += synced.vanished.len();
@@ -151,10 +213,20 @@ pub async fn run(
             pending.len(),
             res.dir
         ));
-        let skipped = dachs
-            .import_continuing(&res.rd_id())
-            .await
-            .map_err(|e| GranuleError::Import(e.message()))?;
+        let started = std::time::Instant::now();
+        let skipped = dachs.import_continuing(&res.rd_id()).await;
+        report.import_seconds.push(started.elapsed().as_secs_f64());
+        let skipped = match skipped {
+            Ok(s) => s,
+            Err(e) => {
+                // The files stay pending: the next pass imports them again.
+                *report.failed.entry("import_failed").or_default() += 1;
+                report
+                    .failures
+                    .push((res.dir.clone(), GranuleError::Import(e.message())));
+                continue;
+            }
+        };
         for mut g in pending {
             let c = res.collections.iter().find(|c| c.name == g.collection);
             let abs = c.map(|c| resource_dir.join(&c.target).join(&g.path));
@@ -168,6 +240,7 @@ pub async fn run(
                         format!("{}/{}/{}", res.dir, g.collection, g.path),
                         reason.clone(),
                     ));
+                    *report.failed.entry("import_refused").or_default() += 1;
                     g.state = "failed".into();
                     g.error = Some(reason.clone());
                 }

@@ -22,6 +22,7 @@ fn job(src: &Path, target: &Path, known: Vec<GranuleRecord>) -> Job {
         known,
         credential: None,
         concurrency: 3,
+        limits: transfer::Limits::default(),
         progress: None,
     }
 }
@@ -116,8 +117,17 @@ fn bad_listings_and_short_reads_are_refused_and_leave_nothing() {
         path: "a.csv".into(),
         size: 10,
         version: "x".into(),
+        validator: None,
     };
-    let e = fetch(&source, &lying, dst.path(), now_ms(), None, None).unwrap_err();
+    let shared = transfer::Shared::new(transfer::Limits::default());
+    let request = transfer::Request {
+        entry: &lying,
+        target: dst.path(),
+        mtime_ms: now_ms(),
+        owner: None,
+        expected_sha256: None,
+    };
+    let e = transfer::fetch(&source, &shared, &request).unwrap_err();
     assert!(matches!(e, GranuleError::Changed { got: 3, .. }), "{e}");
     assert_eq!(
         std::fs::read_dir(dst.path()).unwrap().count(),

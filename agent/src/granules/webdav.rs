@@ -222,10 +222,16 @@ impl DavSource {
                     Some(e) => format!("etag:{e}"),
                     None => format!("{size}:{}", item.modified.as_deref().unwrap_or("")),
                 };
+                // If-Range takes only a strong ETag; a weak one falls back to the date.
+                let validator = match &item.etag {
+                    Some(e) if !e.starts_with("W/") => Some(format!("\"{e}\"")),
+                    _ => item.modified.clone(),
+                };
                 out.push(Entry {
                     path: rel.trim_end_matches('/').to_owned(),
                     size,
                     version,
+                    validator,
                 });
             }
         }
@@ -244,14 +250,52 @@ impl DavSource {
         u
     }
 
-    pub fn open(&self, entry: &Entry) -> Result<Box<dyn Read>, GranuleError> {
+    /// GETs the file, from `offset` when the server can resume there and the content is still
+    /// the listed one (`If-Range`); returns where the body starts.
+    pub fn open_at(
+        &self,
+        entry: &Entry,
+        offset: u64,
+    ) -> Result<(Box<dyn Read>, u64), GranuleError> {
         let url = self.url(entry);
-        let resp = self
-            .request(reqwest::Method::GET, &url)
+        let mut req = self.request(reqwest::Method::GET, &url);
+        let ranged = offset > 0 && entry.validator.is_some();
+        if let (true, Some(v)) = (ranged, &entry.validator) {
+            req = req
+                .header("Range", format!("bytes={offset}-"))
+                .header("If-Range", v);
+        }
+        let resp = req
             .send()
-            .map_err(|e| GranuleError::Source(format!("{url}: {}", crate::error_chain(&e))))?;
-        self.check(&url, &resp)?;
-        Ok(Box::new(resp))
+            .map_err(|e| GranuleError::Transfer(format!("{url}: {}", crate::error_chain(&e))))?;
+        match resp.status().as_u16() {
+            // The kept bytes are past the end: the file is not the one they came from.
+            416 if ranged => return self.open_at(entry, 0),
+            404 | 410 => return Err(GranuleError::Vanished(entry.path.clone())),
+            408 | 429 | 500..=599 => {
+                return Err(GranuleError::Transfer(format!(
+                    "{url}: HTTP {}",
+                    resp.status().as_u16()
+                )));
+            }
+            _ => self.check(&url, &resp)?,
+        }
+        let start = if resp.status().as_u16() == 206 {
+            let range = resp
+                .headers()
+                .get("Content-Range")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !range.starts_with(&format!("bytes {offset}-")) {
+                return Err(GranuleError::Transfer(format!(
+                    "{url}: asked for the bytes from {offset}, got `{range}`"
+                )));
+            }
+            offset
+        } else {
+            0
+        };
+        Ok((Box::new(resp), start))
     }
 }
 
@@ -307,6 +351,7 @@ mod tests {
             path: "sub/g 1.csv".into(),
             size: 1,
             version: String::new(),
+            validator: None,
         };
         let u = s.url(&e).to_string();
         assert_eq!(u, "https://b2safe.example.eu/dav/epnlab/sub/g%201.csv");

@@ -234,7 +234,18 @@ async fn granules(
         }
     }
     let report = result.map_err(|e| fail(e.kind(), e.to_string()))?;
-    cx.metrics.granule_bytes.inc_by(report.bytes);
+    let m = cx.metrics;
+    m.granule_bytes.inc_by(report.bytes);
+    m.granule_retries.inc_by(report.retries);
+    for s in &report.transfer_seconds {
+        m.granule_transfer_duration.observe(*s);
+    }
+    for s in &report.import_seconds {
+        m.granule_import_duration.observe(*s);
+    }
+    for (reason, n) in &report.failed {
+        m.granule_failures.with_label_values(&[reason]).inc_by(*n);
+    }
     if !report.imported.is_empty() {
         tracing::info!(
             added = report.added,
@@ -247,7 +258,10 @@ async fn granules(
             "granules imported"
         );
     }
-    Ok(())
+    match report.failure() {
+        Some(e) => Err(fail(e.kind(), e.to_string())),
+        None => Ok(()),
+    }
 }
 
 /// What the blocking half of the source stage found.

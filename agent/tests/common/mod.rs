@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod dav;
+pub mod fault;
 pub mod git;
 
 use std::io::{Read, Write};

@@ -1,0 +1,426 @@
+//! One granule file's transfer: written under a temporary name that no RD pattern matches,
+//! hashed while it streams, checked against the listing's size and the manifest's checksum,
+//! fsynced, given its mtime and renamed into place. A broken transfer is retried with backoff
+//! and resumed where it broke (`Range` guarded by `If-Range`, so a file that changed meanwhile
+//! starts over); the partial file is kept for the next pass when the retries run out.
+
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::{Entry, GranuleError, Source};
+use crate::apply::files::{self, Owner, TMP_PREFIX};
+use crate::config::GranuleSettings;
+
+/// How hard a transfer tries, and what it may take.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// The first retry's wait; each further one doubles it.
+    pub backoff: Duration,
+    /// Bytes per second for all transfers together; 0: no limit.
+    pub bandwidth: u64,
+    /// Free bytes never taken from the target's filesystem.
+    pub disk_reserve: u64,
+    /// Silence after which a request or a body read is broken off.
+    pub stall_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            retries: 3,
+            backoff: Duration::from_millis(500),
+            bandwidth: 0,
+            disk_reserve: 0,
+            stall_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Limits {
+    pub fn from_settings(g: &GranuleSettings) -> Limits {
+        Limits {
+            retries: g.retries,
+            bandwidth: g.bandwidth_limit,
+            disk_reserve: g.disk_reserve,
+            stall_timeout: g.stall_timeout,
+            ..Limits::default()
+        }
+    }
+}
+
+/// What the transfers of one sync share: the bandwidth budget and the space promised to files
+/// in flight.
+pub struct Shared {
+    limits: Limits,
+    /// When the budget allows the next byte.
+    next_slot: Mutex<Instant>,
+    /// Bytes that transfers now running may still write.
+    in_flight: AtomicU64,
+    /// Retries made, for the metric.
+    pub retries: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(limits: Limits) -> Shared {
+        Shared {
+            limits,
+            next_slot: Mutex::new(Instant::now()),
+            in_flight: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+        }
+    }
+
+    /// Paces reads so that all transfers together stay under the bandwidth limit: each chunk
+    /// books its share of time after the previous booking and waits until that is over.
+    fn throttle(&self, n: usize) {
+        if self.limits.bandwidth == 0 {
+            return;
+        }
+        let cost = Duration::from_secs_f64(n as f64 / self.limits.bandwidth as f64);
+        let until = {
+            let mut next = self.next_slot.lock().unwrap_or_else(|e| e.into_inner());
+            let start = (*next).max(Instant::now());
+            *next = start + cost;
+            *next
+        };
+        let now = Instant::now();
+        if until > now {
+            std::thread::sleep(until - now);
+        }
+    }
+
+    /// Refuses a transfer that would leave less than the reserve free, counting what transfers
+    /// already running may still write.
+    fn reserve(&self, dir: &Path, size: u64) -> Result<Booking<'_>, GranuleError> {
+        let pending = self.in_flight.fetch_add(size, Ordering::SeqCst);
+        let booking = Booking { shared: self, size };
+        if self.limits.disk_reserve == 0 {
+            return Ok(booking);
+        }
+        let free = free_bytes(dir).map_err(|e| {
+            GranuleError::Local(format!("{}: free space unknown: {e}", dir.display()))
+        })?;
+        if free < self.limits.disk_reserve.saturating_add(pending + size) {
+            return Err(GranuleError::DiskReserve(format!(
+                "{} has {} free; the next file needs {} and granules.disk-reserve keeps {} free. \
+                 Nothing more is brought in until space is freed or the reserve lowered",
+                dir.display(),
+                human(free),
+                human(pending + size),
+                human(self.limits.disk_reserve)
+            )));
+        }
+        Ok(booking)
+    }
+}
+
+/// Space booked for one transfer, given back when it ends.
+struct Booking<'a> {
+    shared: &'a Shared,
+    size: u64,
+}
+
+impl Drop for Booking<'_> {
+    fn drop(&mut self) {
+        self.shared.in_flight.fetch_sub(self.size, Ordering::SeqCst);
+    }
+}
+
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a plain struct statvfs fills in.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The temporary name a file is written under: hidden, so no RD's glob reads it.
+pub fn temporary(dest: &Path) -> PathBuf {
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    dest.with_file_name(format!("{TMP_PREFIX}{name}"))
+}
+
+/// Beside a partial file: the validator of the content its bytes came from, so that only the
+/// same content resumes it (the listing's validator may be newer than the bytes).
+pub fn validator_file(tmp: &Path) -> PathBuf {
+    let mut name = tmp.as_os_str().to_owned();
+    name.push(".validator");
+    PathBuf::from(name)
+}
+
+/// Removes a partial file and its validator, as if no transfer had begun.
+pub fn discard(tmp: &Path) {
+    let _ = std::fs::remove_file(tmp);
+    let _ = std::fs::remove_file(validator_file(tmp));
+}
+
+fn is_retryable(e: &GranuleError) -> bool {
+    matches!(e, GranuleError::Transfer(_) | GranuleError::Mismatch { .. })
+}
+
+/// One file's outcome: (sha256 hex, size) or why not.
+pub type Fetched = Result<(String, u64), GranuleError>;
+
+pub struct Request<'a> {
+    pub entry: &'a Entry,
+    pub target: &'a Path,
+    pub mtime_ms: i64,
+    pub owner: Option<Owner>,
+    pub expected_sha256: Option<&'a str>,
+}
+
+/// Transfers one file, retrying what can be retried. A mismatch against the manifest is
+/// retried from the first byte (the bytes may have been damaged on the way); the same wrong
+/// checksum twice means the file itself differs, and it is refused.
+pub fn fetch(source: &Source, shared: &Shared, r: &Request) -> Fetched {
+    let dest = r.target.join(&r.entry.path);
+    if let Some(parent) = Path::new(&r.entry.path).parent() {
+        files::make_dirs(r.target, parent, r.owner)
+            .map_err(|e| GranuleError::Local(e.to_string()))?;
+    }
+    let tmp = temporary(&dest);
+    let mut bad_sum: Option<String> = None;
+    let mut attempt = 0u32;
+    loop {
+        let result = {
+            let _booking = shared.reserve(dest.parent().unwrap_or(r.target), r.entry.size)?;
+            attempt_once(source, shared, r, &tmp, &dest)
+        };
+        let e = match result {
+            Ok(done) => return Ok(done),
+            Err(e) => e,
+        };
+        if let GranuleError::Mismatch { got, .. } = &e {
+            discard(&tmp);
+            if bad_sum.as_ref() == Some(got) {
+                return Err(e);
+            }
+            bad_sum = Some(got.clone());
+        }
+        if !is_retryable(&e) || attempt >= shared.limits.retries {
+            // A broken transfer's bytes stay for the next pass to resume; anything else
+            // leaves nothing behind.
+            if !matches!(e, GranuleError::Transfer(_)) {
+                discard(&tmp);
+            }
+            return Err(e);
+        }
+        shared.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(granule = %r.entry.path, attempt, error = %e, "transfer retried");
+        std::thread::sleep(backoff(shared.limits.backoff, attempt, &r.entry.path));
+        attempt += 1;
+    }
+}
+
+/// Doubling waits, spread by a per-file offset so that parallel transfers that broke together
+/// do not come back together.
+fn backoff(first: Duration, attempt: u32, path: &str) -> Duration {
+    let base = first.saturating_mul(1 << attempt.min(10));
+    let spread = path.bytes().fold(attempt as u64, |h, b| {
+        h.wrapping_mul(31).wrapping_add(b as u64)
+    }) % 1000;
+    base + base.mul_f64(spread as f64 / 4000.0)
+}
+
+fn attempt_once(source: &Source, shared: &Shared, r: &Request, tmp: &Path, dest: &Path) -> Fetched {
+    let local = |e: std::io::Error, p: &Path| GranuleError::Local(format!("{}: {e}", p.display()));
+    let mut out = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(tmp)
+        .map_err(|e| local(e, tmp))?;
+    let have = out.metadata().map_err(|e| local(e, tmp))?.len();
+    let marker = validator_file(tmp);
+    let same_content = r
+        .entry
+        .validator
+        .as_ref()
+        .is_some_and(|v| std::fs::read_to_string(&marker).is_ok_and(|kept| &kept == v));
+    let resume_from = if same_content && have > 0 && have < r.entry.size {
+        have
+    } else {
+        0
+    };
+    if resume_from == 0 {
+        match &r.entry.validator {
+            Some(v) => std::fs::write(&marker, v).map_err(|e| local(e, &marker))?,
+            None => {
+                let _ = std::fs::remove_file(&marker);
+            }
+        }
+    }
+    let (mut input, start) = source.open_at(r.entry, resume_from)?;
+    let mut hasher = Sha256::new();
+    let mut size = start;
+    if start > 0 {
+        // The kept bytes count toward the checksum: read them back once.
+        out.seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| local(e, tmp))?;
+        let copied = std::io::copy(&mut (&mut out).take(start), &mut HashWriter(&mut hasher))
+            .map_err(|e| local(e, tmp))?;
+        if copied != start {
+            return Err(GranuleError::Local(format!(
+                "{}: shrank while resumed",
+                tmp.display()
+            )));
+        }
+    } else {
+        out.set_len(0).map_err(|e| local(e, tmp))?;
+    }
+    out.seek(std::io::SeekFrom::Start(start))
+        .map_err(|e| local(e, tmp))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(GranuleError::Transfer(format!(
+                    "`{}` broke off after {size} of {} bytes: {e}",
+                    r.entry.path, r.entry.size
+                )));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        shared.throttle(n);
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| local(e, tmp))?;
+        size += n as u64;
+        if size > r.entry.size {
+            break;
+        }
+    }
+    // A body that ends cleanly at another length than listed is another file: a cut-off
+    // body ends in a read error (the length or the chunking says more was due).
+    if size != r.entry.size {
+        return Err(GranuleError::Changed {
+            path: r.entry.path.clone(),
+            expected: r.entry.size,
+            got: size,
+        });
+    }
+    let sum = format!("{:x}", hasher.finalize());
+    if let Some(want) = r.expected_sha256
+        && sum != want
+    {
+        return Err(GranuleError::Mismatch {
+            path: r.entry.path.clone(),
+            expected: want.to_owned(),
+            got: sum,
+        });
+    }
+    let mtime = std::time::UNIX_EPOCH + Duration::from_millis(r.mtime_ms as u64);
+    out.set_modified(mtime).map_err(|e| local(e, tmp))?;
+    out.sync_all().map_err(|e| local(e, tmp))?;
+    if let Some(o) = r.owner {
+        std::os::unix::fs::fchown(&out, Some(o.uid), Some(o.gid)).map_err(|e| local(e, tmp))?;
+    }
+    std::fs::rename(tmp, dest).map_err(|e| local(e, dest))?;
+    let _ = std::fs::remove_file(&marker);
+    Ok((sum, size))
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_spreads() {
+        let b = |a| backoff(Duration::from_millis(100), a, "g1.csv");
+        assert!(b(0) >= Duration::from_millis(100) && b(0) < Duration::from_millis(126));
+        assert!(b(1) >= Duration::from_millis(200) && b(2) >= Duration::from_millis(400));
+        assert_ne!(
+            backoff(Duration::from_millis(100), 0, "a"),
+            backoff(Duration::from_millis(100), 0, "b")
+        );
+    }
+
+    #[test]
+    fn the_budget_paces_all_transfers_together() {
+        let shared = Shared::new(Limits {
+            bandwidth: 1_000_000,
+            ..Limits::default()
+        });
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        shared.throttle(50_000);
+                    }
+                });
+            }
+        });
+        // 500 KB at 1 MB/s: half a second, whoever asks.
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(450), "{took:?}");
+    }
+
+    #[test]
+    fn the_reserve_counts_files_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_bytes(dir.path()).unwrap();
+        let shared = Shared::new(Limits {
+            disk_reserve: free / 2,
+            ..Limits::default()
+        });
+        let first = shared.reserve(dir.path(), free / 4).unwrap();
+        let e = shared
+            .reserve(dir.path(), free / 3)
+            .err()
+            .expect("over the reserve");
+        assert_eq!(e.kind(), "disk_reserve");
+        assert!(e.to_string().contains("granules.disk-reserve"), "{e}");
+        drop(first);
+        assert_eq!(shared.in_flight.load(Ordering::SeqCst), 0);
+        assert!(shared.reserve(dir.path(), free / 3).is_ok());
+    }
+
+    #[test]
+    fn sizes_read_for_people() {
+        assert_eq!(human(999), "999 B");
+        assert_eq!(human(2_100_000_000), "2.1 GB");
+    }
+}

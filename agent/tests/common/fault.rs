@@ -1,0 +1,259 @@
+//! A fault-injecting HTTP proxy for tests: it stands between the agent and a real server and,
+//! for the requests a test names, answers with an error status, cuts the body short, flips a
+//! byte, stalls, resets the connection, or runs a hook (to change the collection mid-transfer)
+//! before passing the request on. One request per connection (it answers `Connection: close`),
+//! so each fault hits exactly the request it was meant for.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub enum Fault {
+    /// Answer with this status, without asking the server.
+    Status(u16),
+    /// Pass the head and this share of the body (0.0 to 1.0), then close.
+    Truncate(f64),
+    /// Flip one byte in the middle of the body.
+    Corrupt,
+    /// Pass the head and half the body, then hold the connection this long and close.
+    Stall(Duration),
+    /// Close the connection with a reset before answering.
+    Reset,
+    /// Run this first, then pass the request on unharmed.
+    Hook(Box<dyn FnOnce() + Send>),
+}
+
+struct Rule {
+    method: String,
+    path_contains: String,
+    fault: Fault,
+}
+
+#[derive(Clone, Default)]
+pub struct Plan {
+    rules: Arc<Mutex<VecDeque<Rule>>>,
+    /// Requests seen, as `METHOD path` with any `Range` header.
+    pub seen: Arc<Mutex<Vec<String>>>,
+    pub injected: Arc<AtomicUsize>,
+}
+
+impl Plan {
+    /// The next request with this method whose path contains `path_contains` meets `fault`
+    /// (rules are used once each, in the order added).
+    pub fn add(&self, method: &str, path_contains: &str, fault: Fault) {
+        self.rules.lock().unwrap().push_back(Rule {
+            method: method.into(),
+            path_contains: path_contains.into(),
+            fault,
+        });
+    }
+
+    fn take(&self, method: &str, path: &str) -> Option<Fault> {
+        let mut rules = self.rules.lock().unwrap();
+        let i = rules
+            .iter()
+            .position(|r| r.method == method && path.contains(&r.path_contains))?;
+        self.injected.fetch_add(1, Ordering::SeqCst);
+        rules.remove(i).map(|r| r.fault)
+    }
+
+    pub fn pending(&self) -> usize {
+        self.rules.lock().unwrap().len()
+    }
+}
+
+pub struct FaultProxy {
+    pub port: u16,
+    pub plan: Plan,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream_port: u16) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let plan = Plan::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (plan.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(conn, upstream_port, &p);
+                });
+            }
+        });
+        FaultProxy { port, plan, stop }
+    }
+
+    /// `url` with its port replaced by the proxy's.
+    pub fn url(&self, url: &str, upstream_port: u16) -> String {
+        url.replace(&format!(":{upstream_port}/"), &format!(":{}/", self.port))
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads one request: its head and, by Content-Length, its body.
+fn read_request(conn: &mut TcpStream) -> std::io::Result<Option<(String, Vec<u8>)>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Ok(Some((head, body)))
+}
+
+fn serve(mut conn: TcpStream, upstream_port: u16, plan: &Plan) -> std::io::Result<()> {
+    let Some((head, body)) = read_request(&mut conn)? else {
+        return Ok(());
+    };
+    let mut first = head.lines().next().unwrap_or("").split(' ');
+    let (method, path) = (
+        first.next().unwrap_or("").to_owned(),
+        first.next().unwrap_or("").to_owned(),
+    );
+    let range = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("range:"))
+        .map(|l| format!(" {}", l.trim()))
+        .unwrap_or_default();
+    plan.seen
+        .lock()
+        .unwrap()
+        .push(format!("{method} {path}{range}"));
+    let fault = plan.take(&method, &path);
+    match fault {
+        Some(Fault::Status(code)) => {
+            let extra = if code == 401 {
+                "WWW-Authenticate: Basic realm=\"b2safe\"\r\n"
+            } else {
+                ""
+            };
+            write!(
+                conn,
+                "HTTP/1.1 {code} Injected\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            return Ok(());
+        }
+        Some(Fault::Reset) => {
+            // A zero linger turns the close into a reset.
+            let sock = socket_fd(&conn);
+            let linger = libc_linger();
+            unsafe {
+                libc::setsockopt(
+                    sock,
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    &linger as *const libc::linger as *const libc::c_void,
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+            }
+            drop(conn);
+            return Ok(());
+        }
+        _ => {}
+    }
+    let fault = match fault {
+        Some(Fault::Hook(f)) => {
+            f();
+            None
+        }
+        f => f,
+    };
+    // Pass the request on with `Connection: close`, and read the whole answer.
+    let mut up = TcpStream::connect(("127.0.0.1", upstream_port))?;
+    let mut new_head = String::new();
+    for line in head.trim_end_matches("\r\n").split("\r\n") {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            new_head.push_str(line);
+            new_head.push_str("\r\n");
+        }
+    }
+    new_head.push_str("Connection: close\r\n\r\n");
+    up.write_all(new_head.as_bytes())?;
+    up.write_all(&body)?;
+    let mut answer = Vec::new();
+    up.read_to_end(&mut answer)?;
+    let split = find(&answer, b"\r\n\r\n").map_or(answer.len(), |i| i + 4);
+    let (ahead, abody) = answer.split_at(split);
+    match fault {
+        None | Some(Fault::Hook(_)) | Some(Fault::Status(_)) | Some(Fault::Reset) => {
+            conn.write_all(&answer)?;
+        }
+        Some(Fault::Corrupt) => {
+            let mut b = abody.to_vec();
+            if !b.is_empty() {
+                let mid = b.len() / 2;
+                b[mid] ^= 0x20;
+            }
+            conn.write_all(ahead)?;
+            conn.write_all(&b)?;
+        }
+        Some(Fault::Truncate(share)) => {
+            conn.write_all(ahead)?;
+            let n = ((abody.len() as f64) * share) as usize;
+            conn.write_all(&abody[..n.min(abody.len().saturating_sub(1))])?;
+        }
+        Some(Fault::Stall(d)) => {
+            conn.write_all(ahead)?;
+            conn.write_all(&abody[..abody.len() / 2])?;
+            conn.flush()?;
+            std::thread::sleep(d);
+        }
+    }
+    let _ = conn.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+fn socket_fd(s: &TcpStream) -> i32 {
+    use std::os::fd::AsRawFd;
+    s.as_raw_fd()
+}
+
+fn libc_linger() -> libc::linger {
+    libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    }
+}
