@@ -219,7 +219,10 @@ pub async fn import_once(
     );
     let dachs = crate::dachs::cli::Dachs::from_settings(&settings.dachs);
     let store = std::sync::Mutex::new(store);
+    let bar = crate::cli::progress::Bar::on_terminal();
     let report = crate::granules::stage::run(
+        bar.as_ref()
+            .map(|b| b as &dyn crate::granules::stage::Watcher),
         &dachs,
         &store,
         &runtime,
@@ -229,6 +232,9 @@ pub async fn import_once(
         &service,
     )
     .await;
+    if let Some(b) = &bar {
+        b.finish();
+    }
     match report {
         Ok(r) => {
             println!(

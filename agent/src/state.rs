@@ -442,15 +442,21 @@ impl StateStore {
         resource: &str,
         collection: &str,
     ) -> Result<Vec<GranuleRecord>, StateError> {
+        granules(&self.conn, resource, collection).map_err(|e| self.err(e))
+    }
+
+    /// Paths (relative to their collection) of the resource's granules an import refused:
+    /// they are on disk, and every import of the resource meets them again.
+    pub fn failed_granules(&self, resource: &str) -> Result<Vec<String>, StateError> {
         let mut stmt = self
             .conn
-            .prepare(&format!(
-                "SELECT {GRANULE_COLUMNS} FROM granules
-                 WHERE resource = ?1 AND collection = ?2 ORDER BY path"
-            ))
+            .prepare(
+                "SELECT path FROM granules
+                 WHERE resource = ?1 AND state = 'failed' AND sha256 != ''",
+            )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![resource, collection], granule_row)
+            .query_map(params![resource], |r| r.get(0))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
@@ -583,6 +589,18 @@ impl StateReader {
         }
     }
 
+    /// One collection's granules; stores before version 4 know none.
+    pub fn granules(
+        &self,
+        resource: &str,
+        collection: &str,
+    ) -> Result<Vec<GranuleRecord>, StateError> {
+        granules(&self.conn, resource, collection).or_else(|e| match classify(&self.path, e) {
+            StateError::Sqlite { .. } => Ok(Vec::new()),
+            e => Err(e),
+        })
+    }
+
     /// Stores before version 3 have no `resources` table yet: nothing deployed.
     pub fn resources(&self) -> Result<Vec<ResourceRecord>, StateError> {
         resources(&self.conn, &self.path).or_else(|e| match e {
@@ -602,6 +620,19 @@ impl StateReader {
     pub fn commit(&self, sha: &str) -> Result<Option<CommitRecord>, StateError> {
         commit(&self.conn, &self.path, sha)
     }
+}
+
+fn granules(
+    conn: &Connection,
+    resource: &str,
+    collection: &str,
+) -> rusqlite::Result<Vec<GranuleRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {GRANULE_COLUMNS} FROM granules
+         WHERE resource = ?1 AND collection = ?2 ORDER BY path"
+    ))?;
+    let rows = stmt.query_map(params![resource, collection], granule_row)?;
+    rows.collect()
 }
 
 const GRANULE_COLUMNS: &str = "resource, collection, path, size, version, sha256, source_url, \

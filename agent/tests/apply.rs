@@ -616,6 +616,19 @@ fn one_granule_files() -> Vec<(String, String, String)> {
     out
 }
 
+/// `n` granule files made from the example's rows in turn, each with its own granule_uid.
+fn granule_files(n: usize) -> Vec<(String, String, String)> {
+    let example = one_granule_files();
+    (0..n)
+        .map(|i| {
+            let (_, header, row) = &example[i % example.len()];
+            let uid = format!("g{i:08}");
+            let row = row.replacen(row.split(',').next().unwrap(), &uid, 1);
+            (format!("{uid}.csv"), header.clone(), row)
+        })
+        .collect()
+}
+
 #[test]
 fn granules_follow_their_collection_new_changed_vanished_and_bad() {
     let Some(node) = Node::new("granules") else {
@@ -624,14 +637,13 @@ fn granules_follow_their_collection_new_changed_vanished_and_bad() {
     let src = node.granules.path().join(&node.name);
     std::fs::remove_dir_all(&src).unwrap();
     std::fs::create_dir_all(&src).unwrap();
-    let files = one_granule_files();
-    assert_eq!(files.len(), 20);
+    let files = granule_files(1000);
     for (name, header, row) in &files {
         std::fs::write(src.join(name), format!("{header}\n{row}\n")).unwrap();
     }
     let out = node.home.output(&["sync"]);
     assert_eq!(out.code(), 0, "{out:?}");
-    assert_eq!(node.count().as_deref(), Ok("20"));
+    assert_eq!(node.count().as_deref(), Ok("1000"));
     let imports = |n: &Node| {
         n.commands()
             .iter()
@@ -661,9 +673,21 @@ fn granules_follow_their_collection_new_changed_vanished_and_bad() {
         format!("{header}\n{}\n", row.replace(",Mars,", ",Phobos,")),
     )
     .unwrap();
+    // `plan` lists the change without moving anything.
+    let plan = node.home.output(&["plan"]);
+    assert_eq!(plan.code(), 2, "{plan:?}");
+    for line in [
+        "granules vt_granules/granules: 10 new, 1 changed, 3 vanished",
+        "  ~ g00000004.csv",
+        "  - g00000001.csv",
+        "  then: dachs imp -c vt_granules/q (incremental",
+    ] {
+        assert!(plan.stdout.contains(line), "{line}: {}", plan.stdout);
+    }
+    assert_eq!(imports(&node), 1);
     let out = node.home.output(&["sync"]);
     assert_eq!(out.code(), 0, "{out:?}");
-    assert_eq!(node.count().as_deref(), Ok("27"));
+    assert_eq!(node.count().as_deref(), Ok("1007"));
     let q = format!("SELECT target_name FROM vt_granules.epn_core WHERE granule_uid = '{uid}'");
     assert_eq!(tap_query(&q).as_deref(), Ok("Phobos"));
     assert_eq!(imports(&node), 2, "one import for all the changes");
@@ -685,7 +709,7 @@ fn granules_follow_their_collection_new_changed_vanished_and_bad() {
     assert_eq!(out.code(), 0, "{out:?}");
     assert!(out.stderr.contains("gbad00001.csv"), "{}", out.stderr);
     assert!(out.stderr.contains("notanumber"), "{}", out.stderr);
-    assert_eq!(node.count().as_deref(), Ok("28"));
+    assert_eq!(node.count().as_deref(), Ok("1008"));
     let leftovers: Vec<_> = std::fs::read_dir(Path::new(INPUTS).join("vt_granules/data"))
         .unwrap()
         .flatten()
@@ -706,7 +730,7 @@ fn granules_follow_their_collection_new_changed_vanished_and_bad() {
         "the refused commit is still reported: {out:?}"
     );
     assert!(out.stderr.contains("not retried"), "{}", out.stderr);
-    assert_eq!(node.count().as_deref(), Ok("29"));
+    assert_eq!(node.count().as_deref(), Ok("1009"));
 
     // `import`: the granule stage alone, for one resource or all.
     let out = node.home.output(&["import", "--resource", "nope"]);
@@ -727,7 +751,7 @@ fn granules_follow_their_collection_new_changed_vanished_and_bad() {
         "{}",
         out.stdout
     );
-    assert_eq!(node.count().as_deref(), Ok("30"));
+    assert_eq!(node.count().as_deref(), Ok("1010"));
     assert_eq!(&node.commands()[before..], ["imp -c vt_granules/q"]);
 
     // Provenance, by granule_uid (looked up over TAP) and by file name.
@@ -769,6 +793,63 @@ fn granules_follow_their_collection_new_changed_vanished_and_bad() {
         "{}",
         st.stderr
     );
+
+    // An RD without updating data cannot import incrementally: every granule file is read
+    // again, `plan` says so, and the rows come out exact.
+    node.edit_rd(|rd| {
+        let rd = rd.replacen("</tabel>", "</table>", 1);
+        let rd = cut(&rd, "<data id=\"prune\"", "</data>");
+        let rd = cut(&rd, "<ignoreSources", "/>");
+        rd.replace(" updating=\"True\"", "")
+    });
+    node.commit("full imports");
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(node.count().as_deref(), Ok("1010"));
+    std::fs::remove_file(src.join("glast0001.csv")).unwrap();
+    let fin = template.replacen(template.split(',').next().unwrap(), "gfull0001", 1);
+    std::fs::write(src.join("gfull0001.csv"), format!("{header}\n{fin}\n")).unwrap();
+    let plan = node.home.output(&["plan"]);
+    assert_eq!(plan.code(), 2, "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("granules vt_granules/granules: 1 new, 0 changed, 1 vanished")
+            && plan
+                .stdout
+                .contains("(a full import: the RD has no updating data"),
+        "{}",
+        plan.stdout
+    );
+    let before = node.commands().len();
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(&node.commands()[before..], ["imp -c vt_granules/q"]);
+    assert_eq!(node.count().as_deref(), Ok("1010"));
+    let q =
+        "SELECT COUNT(*) FROM vt_granules.epn_core WHERE granule_uid IN ('gfull0001', 'glast0001')";
+    assert_eq!(tap_query(q).as_deref(), Ok("1"));
+
+    // The refused granule (gbad00001) is skipped by each deploy's import; an RD that breaks
+    // the good files too is still refused, and the rows stay.
+    node.edit_rd(|rd| {
+        rd.replace(
+            "<bind key=\"time_min\">@time_min</bind>",
+            "<bind key=\"time_min\">float(\"not-a-time\")</bind>",
+        )
+    });
+    node.commit("breaks every row");
+    let out = node.home.output(&["sync"]);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert!(out.stderr.contains("not-a-time"), "{}", out.stderr);
+    assert!(!out.stderr.contains("ROLLBACK FAILED"), "{}", out.stderr);
+    assert_eq!(node.count().as_deref(), Ok("1010"));
+}
+
+/// `s` without the first run from `from` to the next `to`, both included.
+fn cut(s: &str, from: &str, to: &str) -> String {
+    let a = s.find(from).unwrap_or_else(|| panic!("no {from}"));
+    let b = a + s[a..].find(to).unwrap() + to.len();
+    format!("{}{}", &s[..a], &s[b..])
 }
 
 #[test]

@@ -397,7 +397,7 @@ async fn deploy(
         cx.dachs.drop_rd(&rd).await.map_err(|e| ("import", e))?;
     }
     progress.imported = true;
-    cx.dachs.import(&rd).await.map_err(|e| ("import", e))?;
+    import(cx, &res.dir, &rd).await.map_err(|e| ("import", e))?;
     cx.dachs.expire(&rd).await.map_err(|e| ("expire", e))?;
     if res.publish {
         cx.dachs.publish(&rd).await.map_err(|e| ("publish", e))?;
@@ -424,6 +424,53 @@ pub async fn health(cx: &ApplyContext<'_>, tables: &[String]) -> Result<(), Stri
             .map_err(|e| format!("query on {t}: {e}"))?;
     }
     Ok(())
+}
+
+/// `dachs imp` of a deployed resource. Granule files an earlier import refused are still in
+/// its data directory and would fail this import too: with such files present the import
+/// skips bad sources (`-c`) and succeeds when the files it skipped are exactly among those.
+/// Any other file skipped means the new RD broke it, and the deploy fails.
+async fn import(cx: &ApplyContext<'_>, dir: &str, rd: &str) -> Result<(), DachsError> {
+    let known_bad: Vec<String> =
+        store(cx.store, |s| s.failed_granules(dir)).map_err(|e| DachsError::Failed {
+            command: "import".into(),
+            message: e.to_string(),
+        })?;
+    if known_bad.is_empty() {
+        return cx.dachs.import(rd).await;
+    }
+    let root = cx.inputs.join(dir);
+    let skipped = cx.dachs.import_continuing(rd).await?;
+    let unexpected: Vec<&(String, String)> = skipped
+        .iter()
+        .filter(|(path, _)| {
+            let rel = Path::new(path)
+                .strip_prefix(&root)
+                .map(|r| r.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            !known_bad
+                .iter()
+                .any(|g| rel == *g || rel.ends_with(&format!("/{g}")))
+        })
+        .collect();
+    match unexpected.first() {
+        None => {
+            if !skipped.is_empty() {
+                tracing::info!(resource = %dir, skipped = skipped.len(), "the import skipped granule files refused before; they stay failed");
+            }
+            Ok(())
+        }
+        Some((path, why)) => Err(DachsError::Failed {
+            command: format!("dachs imp -c {rd}"),
+            message: format!(
+                "{path}: {why}{}",
+                match unexpected.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more files)", n - 1),
+                }
+            ),
+        }),
+    }
 }
 
 /// Puts back the files of the revision the resource was deployed from (or removes a resource
@@ -471,7 +518,9 @@ async fn rollback(cx: &ApplyContext<'_>, change: &Change<'_>, p: &Progress) -> R
         dachs.drop_rd(&old.rd_id).await.map_err(fail)?;
     }
     if p.imported {
-        dachs.import(&old.rd_id).await.map_err(fail)?;
+        import(cx, &change.res.dir, &old.rd_id)
+            .await
+            .map_err(fail)?;
     }
     dachs.expire(&old.rd_id).await.map_err(fail)?;
     if old.published && (p.dropped || !change.res.publish) {

@@ -1,6 +1,7 @@
 //! The command line. The same definitions produce `--help` and (with clap_mangen) the man page.
 
 mod plan;
+pub mod progress;
 mod status;
 
 use std::path::PathBuf;

@@ -152,6 +152,9 @@ pub fn show(settings: &Settings) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    if settings.dachs.apply {
+        changes += granules(settings, reader.as_ref(), &next, &service);
+    }
     if changes == 0 {
         println!("nothing would change");
         return Ok(ExitCode::SUCCESS);
@@ -209,4 +212,94 @@ fn print_change(c: &apply::Change<'_>, inputs: &Path) {
             c.record.tables.join(", ")
         }
     );
+}
+
+/// Lists every collection and compares it with the state store, moving nothing; prints what a
+/// pass would transfer and import. Returns how many collections would change.
+fn granules(
+    settings: &Settings,
+    reader: Option<&StateReader>,
+    next: &Next,
+    service: &service::Service,
+) -> usize {
+    let mut changes = 0;
+    for res in service
+        .resources
+        .iter()
+        .filter(|r| !r.collections.is_empty())
+    {
+        let deployed = settings.dachs.inputs_dir.join(&res.dir);
+        let mut would_import = false;
+        for c in &res.collections {
+            let known = reader
+                .map(|r| r.granules(&res.dir, &c.name))
+                .transpose()
+                .map(Option::unwrap_or_default);
+            let diff = known.map_err(|e| e.to_string()).and_then(|known| {
+                let job = crate::granules::stage::job(
+                    &deployed,
+                    &res.dir,
+                    c,
+                    &settings.granules,
+                    &next.sha,
+                    None,
+                    known,
+                )
+                .map_err(|e| e.to_string())?;
+                crate::granules::diff(&job).map_err(|e| e.to_string())
+            });
+            let label = format!("granules {}/{}", res.dir, c.name);
+            let d = match diff {
+                Ok(d) => d,
+                Err(e) => {
+                    println!("{label}: cannot be listed: {e}");
+                    continue;
+                }
+            };
+            if d.todo.is_empty() && d.vanished.is_empty() {
+                continue;
+            }
+            changes += 1;
+            would_import = true;
+            let changed = d.todo.iter().filter(|t| t.existed).count();
+            let bytes: u64 = d.todo.iter().map(|t| t.entry.size).sum();
+            println!(
+                "{label}: {} new, {changed} changed, {} vanished; {} to transfer",
+                d.todo.len() - changed,
+                d.vanished.len(),
+                crate::granules::transfer::human(bytes)
+            );
+            // A first import lists thousands: the first few say enough.
+            const SHOWN: usize = 20;
+            let lines = d
+                .todo
+                .iter()
+                .map(|t| {
+                    let sign = if t.existed { "~" } else { "+" };
+                    match &t.expected {
+                        Err(why) => format!("  {sign} {} (refused: {why})", t.entry.path),
+                        Ok(_) => format!("  {sign} {}", t.entry.path),
+                    }
+                })
+                .chain(d.vanished.iter().map(|p| format!("  - {p}")));
+            let total = d.todo.len() + d.vanished.len();
+            for l in lines.take(SHOWN) {
+                println!("{l}");
+            }
+            if total > SHOWN {
+                println!("  ... and {} more", total - SHOWN);
+            }
+        }
+        if would_import {
+            // The revision's RD decides, deployed or not yet.
+            let root_rd = next.root.join(&res.dir);
+            let how = if crate::granules::stage::incremental(&root_rd, res) {
+                "incremental: only the new and changed files are read, the rows of vanished ones pruned"
+            } else {
+                "a full import: the RD has no updating data, so every granule file is read again"
+            };
+            println!("  then: dachs imp -c {} ({how})", res.rd_id());
+        }
+    }
+    changes
 }

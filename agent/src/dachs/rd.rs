@@ -88,9 +88,55 @@ pub fn adql_tables(path: &str, xml: &str) -> Result<Vec<String>, RdError> {
     Ok(tables)
 }
 
+/// Whether the RD imports incrementally: a `<data updating="True">` reads only new and changed
+/// sources (with `ignoreSources fromdbUpdating`); without one, `dachs imp` drops the table and
+/// reads every source again. Anything unreadable counts as a full import, the safe guess.
+pub fn imports_incrementally(xml: &str) -> bool {
+    let mut reader = Reader::from_str(xml);
+    let mut depth = 0usize;
+    loop {
+        match reader.read_event() {
+            Ok(ref ev @ (Event::Start(ref e) | Event::Empty(ref e))) => {
+                if depth == 1
+                    && e.local_name().as_ref() == b"data"
+                    && attr(e, b"updating").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                {
+                    return true;
+                }
+                if matches!(ev, Event::Start(_)) {
+                    depth += 1;
+                }
+            }
+            Ok(Event::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Event::Eof) | Err(_) => return false,
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_updating_data_element_means_incremental_imports() {
+        let example = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/service/epnlab/q.rd"
+        ))
+        .unwrap();
+        assert!(imports_incrementally(&example));
+        for full in [
+            "<resource schema=\"s\"><data id=\"import\"><sources>x</sources></data></resource>",
+            "<resource schema=\"s\"><data updating=\"False\"/></resource>",
+            // Only the RD's own data elements count, not a nested element of that name.
+            "<resource schema=\"s\"><table><data updating=\"True\"/></table></resource>",
+            "<resource schema=\"s\"><data updating=\"True\"",
+            "",
+        ] {
+            assert!(!imports_incrementally(full), "{full}");
+        }
+    }
 
     #[test]
     fn the_example_rd_has_one_adql_table() {

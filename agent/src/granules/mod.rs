@@ -237,11 +237,33 @@ pub struct Progress {
     pub done: std::sync::atomic::AtomicUsize,
     /// Files to transfer in this pass, once the listing is compared.
     pub total: std::sync::atomic::AtomicUsize,
+    /// Bytes of the files transferred so far.
+    pub bytes: std::sync::atomic::AtomicU64,
 }
 
 /// Brings the collection's new and changed files into the target directory and deletes the
 /// vanished ones. Blocking: run it on the blocking pool.
-pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
+/// A file to move: new or changed at the source, with what the manifest expects of it.
+pub struct Todo {
+    pub entry: Entry,
+    /// The node holds an older version.
+    pub existed: bool,
+    /// The manifest's SHA-256 (None: no manifest), or why the file cannot be verified.
+    pub expected: Result<Option<String>, String>,
+}
+
+/// What a collection's listing says against what the node holds.
+pub struct Diff {
+    pub source: Source,
+    /// In path order.
+    pub todo: Vec<Todo>,
+    /// Paths the node holds that left the collection.
+    pub vanished: Vec<String>,
+}
+
+/// Lists the collection (and reads its manifest) and compares it with `job.known`, moving
+/// nothing: the first half of [`sync`], and what `vespa-agent plan` shows.
+pub fn diff(job: &Job) -> Result<Diff, GranuleError> {
     let c = &job.collection;
     let source = Source::new(
         c,
@@ -287,32 +309,14 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
     }
     let known: BTreeMap<&str, &GranuleRecord> =
         job.known.iter().map(|g| (g.path.as_str(), g)).collect();
-
-    // Each file written now gets an mtime past every earlier one, so that DaCHS's
-    // `fromdbUpdating` sees it as newer even within the same second.
-    let mut next_mtime = job
+    let vanished = job
         .known
         .iter()
-        .map(|g| g.mtime_ms)
-        .max()
-        .map_or(0, |m| m + 1000)
-        .max(now_ms());
-    let mut out = Synced::default();
-    files::make_dirs(
-        job.target.parent().unwrap_or(Path::new("/")),
-        Path::new(job.target.file_name().unwrap_or_default()),
-        job.owner,
-    )
-    .map_err(|e| GranuleError::Local(e.to_string()))?;
-    // What to move, each with its own mtime (increasing in listing order) and expectation.
-    struct Todo<'a> {
-        entry: &'a Entry,
-        existed: bool,
-        expected: Result<Option<&'a str>, String>,
-        mtime_ms: i64,
-    }
+        .filter(|g| !listed.contains_key(&g.path))
+        .map(|g| g.path.clone())
+        .collect();
     let mut todo = Vec::new();
-    for (path, entry) in &listed {
+    for (path, entry) in listed {
         let old = known.get(path.as_str());
         // Unchanged at the source: nothing to move. (A granule the import refused is tried
         // again by every `dachs imp` until its source changes.)
@@ -321,7 +325,7 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
         }
         let expected = match &manifest {
             None => Ok(None),
-            Some(m) => match m.get(path) {
+            Some(m) => match m.get(&path) {
                 None => {
                     Err("not in the collection's manifest, so it cannot be verified".to_owned())
                 }
@@ -329,17 +333,48 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
                     "the manifest says {} bytes, the collection lists {}",
                     x.size, entry.size
                 )),
-                Some(x) => Ok(Some(x.sha256.as_str())),
+                Some(x) => Ok(Some(x.sha256.clone())),
             },
         };
         todo.push(Todo {
             entry,
             existed: old.is_some(),
             expected,
-            mtime_ms: next_mtime,
         });
-        next_mtime += 1;
     }
+    Ok(Diff {
+        source,
+        todo,
+        vanished,
+    })
+}
+
+/// Brings the collection's new and changed files into the target directory and deletes the
+/// vanished ones. Blocking: run it on the blocking pool.
+pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
+    let c = &job.collection;
+    let Diff {
+        source,
+        todo,
+        vanished,
+    } = diff(job)?;
+    // Each file written now gets an mtime past every earlier one (increasing in path order),
+    // so that DaCHS's `fromdbUpdating` sees it as newer even within the same second.
+    let first_mtime = job
+        .known
+        .iter()
+        .map(|g| g.mtime_ms)
+        .max()
+        .map_or(0, |m| m + 1000)
+        .max(now_ms());
+    let mtime_of = |i: usize| first_mtime + i as i64;
+    let mut out = Synced::default();
+    files::make_dirs(
+        job.target.parent().unwrap_or(Path::new("/")),
+        Path::new(job.target.file_name().unwrap_or_default()),
+        job.owner,
+    )
+    .map_err(|e| GranuleError::Local(e.to_string()))?;
 
     if let Some(p) = &job.progress {
         p.total.store(todo.len(), Ordering::Relaxed);
@@ -364,11 +399,11 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
                         &source,
                         &shared,
                         &transfer::Request {
-                            entry: t.entry,
+                            entry: &t.entry,
                             target: &job.target,
-                            mtime_ms: t.mtime_ms,
+                            mtime_ms: mtime_of(i),
                             owner: job.owner,
-                            expected_sha256: *sha,
+                            expected_sha256: sha.as_deref(),
                         },
                     );
                     if r.as_ref().is_err_and(stops_all) {
@@ -376,6 +411,9 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
                     }
                     if let Some(p) = &job.progress {
                         p.done.fetch_add(1, Ordering::Relaxed);
+                        if let Ok((_, size)) = &r {
+                            p.bytes.fetch_add(*size, Ordering::Relaxed);
+                        }
                     }
                     *results[i].lock().unwrap_or_else(|e| e.into_inner()) =
                         Some((r, started.elapsed().as_secs_f64()));
@@ -384,8 +422,8 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
         }
     });
     out.retries = shared.retries.load(Ordering::Relaxed);
-    for (t, result) in todo.iter().zip(results) {
-        let entry = t.entry;
+    for (i, (t, result)) in todo.iter().zip(results).enumerate() {
+        let entry = &t.entry;
         let mut record = GranuleRecord {
             resource: job.resource.clone(),
             collection: c.name.clone(),
@@ -395,7 +433,7 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
             sha256: String::new(),
             source_url: source.url(entry),
             sha: job.sha.clone(),
-            mtime_ms: t.mtime_ms,
+            mtime_ms: mtime_of(i),
             fetched_ms: now_ms(),
             state: "pending".into(),
             error: None,
@@ -446,20 +484,18 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
         out.bytes += size;
         out.fetched.push(record);
     }
-    for g in &job.known {
-        if !listed.contains_key(&g.path) {
-            let p = job.target.join(&g.path);
-            // A partial transfer of it, kept for resuming, goes too.
-            let tmp = transfer::temporary(&p);
-            for f in [transfer::validator_file(&tmp), tmp, p] {
-                match std::fs::remove_file(&f) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(GranuleError::Local(format!("{}: {e}", f.display()))),
-                }
+    for path in vanished {
+        let p = job.target.join(&path);
+        // A partial transfer of it, kept for resuming, goes too.
+        let tmp = transfer::temporary(&p);
+        for f in [transfer::validator_file(&tmp), tmp, p] {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(GranuleError::Local(format!("{}: {e}", f.display()))),
             }
-            out.vanished.push(g.path.clone());
         }
+        out.vanished.push(path);
     }
     Ok(out)
 }

@@ -12,7 +12,7 @@ use crate::apply::files::Owner;
 use crate::config::{GranuleSettings, SecretFile};
 use crate::dachs::cli::Dachs;
 use crate::runtime::Runtime;
-use crate::service::Service;
+use crate::service::{Collection, Resource, Service};
 use crate::state::{GranuleRecord, StateStore};
 
 #[derive(Debug, Default)]
@@ -70,7 +70,55 @@ fn store<T>(
     crate::state::with_store(s, f).map_err(|e| GranuleError::Local(e.to_string()))
 }
 
+/// The sync job of one collection, its credential read from `granules.credentials-dir`.
+pub fn job(
+    resource_dir: &Path,
+    resource: &str,
+    c: &Collection,
+    settings: &GranuleSettings,
+    sha: &str,
+    owner: Option<Owner>,
+    known: Vec<GranuleRecord>,
+) -> Result<Job, GranuleError> {
+    let credential = match &c.credential {
+        None => None,
+        Some(name) => Some(
+            SecretFile::resolve(&settings.credentials_dir.join(name).to_string_lossy(), None)
+                .and_then(|f| f.read())
+                .map_err(|m| GranuleError::Source(format!("credential `{name}`: {m}")))?,
+        ),
+    };
+    Ok(Job {
+        resource: resource.to_owned(),
+        collection: c.clone(),
+        target: resource_dir.join(&c.target),
+        sha: sha.to_owned(),
+        owner,
+        known,
+        credential,
+        concurrency: settings.concurrency,
+        limits: super::transfer::Limits::from_settings(settings),
+        progress: None,
+    })
+}
+
+/// Whether the resource's RD, as deployed in `resource_dir`, imports only new and changed files.
+pub fn incremental(resource_dir: &Path, res: &Resource) -> bool {
+    std::fs::read_to_string(resource_dir.join(format!("{}.rd", res.rd)))
+        .is_ok_and(|xml| crate::dachs::rd::imports_incrementally(&xml))
+}
+
+/// Who else follows the stage besides `STATUS=`: the terminal bar of `vespa-agent import`.
+pub trait Watcher: Sync {
+    /// A collection's transfer, called every 200 ms while it runs.
+    fn transfer(&self, collection: &str, done: usize, total: usize, bytes: u64);
+    /// A resource's import begins.
+    fn import(&self, resource: &str, files: usize);
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
+    watcher: Option<&dyn Watcher>,
     dachs: &Dachs,
     store_: &Mutex<StateStore>,
     runtime: &Runtime,
@@ -96,52 +144,34 @@ pub async fn run(
             let label = format!("{}/{}", res.dir, c.name);
             let known = store(store_, |s| s.granules(&res.dir, &c.name))?;
             let progress = Arc::new(super::Progress::default());
-            let credential = match &c.credential {
-                None => None,
-                Some(name) => match SecretFile::resolve(
-                    &settings.credentials_dir.join(name).to_string_lossy(),
-                    None,
-                )
-                .and_then(|f| f.read())
-                {
-                    Ok(secret) => Some(secret),
-                    Err(m) => {
-                        *report.failed.entry("source").or_default() += 1;
-                        report.failures.push((
-                            label,
-                            GranuleError::Source(format!("credential `{name}`: {m}")),
-                        ));
-                        continue;
-                    }
-                },
+            let mut job = match job(&resource_dir, &res.dir, c, settings, sha, owner, known) {
+                Ok(j) => j,
+                Err(e) => {
+                    *report.failed.entry(e.kind()).or_default() += 1;
+                    report.failures.push((label, e));
+                    continue;
+                }
             };
-            let job = Job {
-                resource: res.dir.clone(),
-                collection: c.clone(),
-                target: resource_dir.join(&c.target),
-                sha: sha.to_owned(),
-                owner,
-                known,
-                credential,
-                concurrency: settings.concurrency,
-                limits: super::transfer::Limits::from_settings(settings),
-                progress: Some(progress.clone()),
-            };
+            job.progress = Some(progress.clone());
             let handle = tokio::task::spawn_blocking(move || super::sync(&job));
             tokio::pin!(handle);
-            // `STATUS=` (systemctl status) follows the transfer.
+            // `STATUS=` (systemctl status) and the terminal's bar follow the transfer.
+            let tick = Duration::from_millis(if watcher.is_some() { 200 } else { 1000 });
             let synced = loop {
                 tokio::select! {
                     r = &mut handle => break r,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    _ = tokio::time::sleep(tick) => {
                         let total = progress.total.load(Ordering::Relaxed);
+                        let done = progress.done.load(Ordering::Relaxed);
+                        let bytes = progress.bytes.load(Ordering::Relaxed);
                         if total > 0 {
                             runtime.set_activity(format!(
-                                "bringing granules of {}/{}: {}/{total} files",
-                                res.dir,
-                                c.name,
-                                progress.done.load(Ordering::Relaxed)
+                                "bringing granules of {label}: {done}/{total} files, {}",
+                                super::transfer::human(bytes)
                             ));
+                        }
+                        if let Some(w) = watcher {
+                            w.transfer(&label, done, total, bytes);
                         }
                     }
                 }
@@ -200,19 +230,41 @@ pub async fn run(
             report.bytes += synced.bytes;
         }
 
+        // An incremental import reads the pending files; a full one reads every file that is
+        // on disk (those refused before the import never got there: they have no checksum).
+        let incremental = incremental(&resource_dir, res);
         let mut pending: Vec<GranuleRecord> = Vec::new();
+        let mut on_disk: Vec<GranuleRecord> = Vec::new();
         for c in &res.collections {
-            let all = store(store_, |s| s.granules(&res.dir, &c.name))?;
-            pending.extend(all.into_iter().filter(|g| g.state == "pending"));
+            for g in store(store_, |s| s.granules(&res.dir, &c.name))? {
+                if g.state == "pending" {
+                    pending.push(g);
+                } else if !g.sha256.is_empty() {
+                    on_disk.push(g);
+                }
+            }
         }
         if !changed && pending.is_empty() {
             continue;
         }
-        runtime.set_activity(format!(
-            "importing {} new or changed granule files of {}",
-            pending.len(),
-            res.dir
-        ));
+        if incremental {
+            runtime.set_activity(format!(
+                "importing {} new or changed granule files of {}",
+                pending.len(),
+                res.dir
+            ));
+        } else {
+            pending.append(&mut on_disk);
+            tracing::info!(resource = %res.dir, files = pending.len(), "the RD has no updating data: a full import reads every granule file again");
+            runtime.set_activity(format!(
+                "importing all {} granule files of {} (a full import: the RD has no updating data)",
+                pending.len(),
+                res.dir
+            ));
+        }
+        if let Some(w) = watcher {
+            w.import(&res.dir, pending.len());
+        }
         let started = std::time::Instant::now();
         let skipped = dachs.import_continuing(&res.rd_id()).await;
         report.import_seconds.push(started.elapsed().as_secs_f64());

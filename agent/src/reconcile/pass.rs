@@ -218,6 +218,7 @@ async fn granules(
     let dachs = Dachs::from_settings(d);
     let started = Instant::now();
     let result = crate::granules::stage::run(
+        None,
         &dachs,
         cx.store,
         cx.runtime,
