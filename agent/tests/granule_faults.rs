@@ -11,13 +11,43 @@ use std::time::Duration;
 
 use common::dav::{DavServer, PASSWORD, USER};
 use common::fault::{Fault, FaultProxy};
+use common::rclone::RcloneDav;
 use vespa_agent::granules::transfer::Limits;
 use vespa_agent::granules::{Job, Synced, sync};
 use vespa_agent::service::Collection;
 use vespa_agent::state::GranuleRecord;
 
+/// The WebDAV server behind the proxy.
+enum Peer {
+    Apache(DavServer),
+    Rclone(RcloneDav),
+}
+
+impl Peer {
+    fn port(&self) -> u16 {
+        match self {
+            Peer::Apache(d) => d.port,
+            Peer::Rclone(r) => r.port,
+        }
+    }
+
+    fn data(&self, collection: &str) -> PathBuf {
+        match self {
+            Peer::Apache(d) => d.data(collection),
+            Peer::Rclone(r) => r.data(collection),
+        }
+    }
+
+    fn url(&self, collection: &str) -> String {
+        match self {
+            Peer::Apache(d) => d.url(collection),
+            Peer::Rclone(r) => r.url(collection),
+        }
+    }
+}
+
 struct Bench {
-    dav: DavServer,
+    dav: Peer,
     proxy: FaultProxy,
     dest: tempfile::TempDir,
     secret: PathBuf,
@@ -25,8 +55,11 @@ struct Bench {
 
 impl Bench {
     fn new() -> Option<Bench> {
-        let dav = DavServer::start()?;
-        let proxy = FaultProxy::start(dav.port);
+        Bench::with(Peer::Apache(DavServer::start()?))
+    }
+
+    fn with(dav: Peer) -> Option<Bench> {
+        let proxy = FaultProxy::start(dav.port());
         let dest = tempfile::tempdir().unwrap();
         let secret = dest.path().join("credential");
         std::fs::write(&secret, format!("{USER}:{PASSWORD}")).unwrap();
@@ -57,7 +90,7 @@ impl Bench {
             resource: "faults".into(),
             collection: Collection {
                 name: "c".into(),
-                source: self.proxy.url(&self.dav.url("c"), self.dav.port),
+                source: self.proxy.url(&self.dav.url("c"), self.dav.port()),
                 target: "data".into(),
                 include: vec!["*.dat".into(), "MANIFEST*".into()],
                 exclude: vec![],
@@ -384,4 +417,52 @@ fn free_space(p: &Path) -> u64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// The same sync against `rclone serve webdav`: its listing, its ETags, its Range answers.
+#[test]
+fn rclone_serve_webdav_is_followed_the_same_way() {
+    let Some(r) = RcloneDav::start() else { return };
+    let b = Bench::with(Peer::Rclone(r)).unwrap();
+    let sub = b.dav.data("c").join("sub dir");
+    std::fs::create_dir_all(&sub).unwrap();
+    b.put("a.dat", &body(1000, 1));
+    b.put("big.dat", &body(2 << 20, 2));
+    std::fs::write(sub.join("n.dat"), body(10, 3)).unwrap();
+    b.proxy.plan.add("GET", "big.dat", Fault::Truncate(0.3));
+    let mut job = b.job(Vec::new(), None, quick());
+    job.collection.include = vec!["**/*.dat".into(), "*.dat".into()];
+    let s = sync(&job).unwrap();
+    assert!(s.failure().is_none(), "{:?}", s.failure());
+    assert_eq!(s.added, 3);
+    let gets = b.gets("big.dat");
+    assert!(gets[1].contains("range: bytes="), "not resumed: {gets:?}");
+    assert_eq!(
+        std::fs::read(b.target().join("sub dir/n.dat")).unwrap(),
+        body(10, 3)
+    );
+    assert_eq!(
+        std::fs::read(b.target().join("big.dat")).unwrap(),
+        body(2 << 20, 2)
+    );
+
+    // Nothing changed: nothing moves. Then one changed, one gone.
+    let mut known = Vec::new();
+    remember(&mut known, &s);
+    let mut job = b.job(known.clone(), None, quick());
+    job.collection.include = vec!["**/*.dat".into(), "*.dat".into()];
+    let again = sync(&job).unwrap();
+    assert!(again.is_empty() && again.fetched.is_empty());
+    std::thread::sleep(Duration::from_millis(1100));
+    b.put("a.dat", &body(1200, 9));
+    std::fs::remove_file(sub.join("n.dat")).unwrap();
+    let mut job = b.job(known, None, quick());
+    job.collection.include = vec!["**/*.dat".into(), "*.dat".into()];
+    let next = sync(&job).unwrap();
+    assert_eq!((next.added, next.changed, next.vanished.len()), (0, 1, 1));
+    assert_eq!(
+        std::fs::read(b.target().join("a.dat")).unwrap(),
+        body(1200, 9)
+    );
+    assert!(!b.target().join("sub dir/n.dat").exists());
 }

@@ -6,6 +6,7 @@
 pub mod dav;
 pub mod fault;
 pub mod git;
+pub mod rclone;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
