@@ -111,7 +111,7 @@ fn main() {
     fetch::fetch(&repo, &spec).unwrap();
 
     // git gets the token as a header (never in the URL), as a careful operator would set it.
-    let basic = base64(&format!("oauth2:{TOKEN}"));
+    let basic = common::base64(format!("oauth2:{TOKEN}").as_bytes());
     let auth = format!("http.extraHeader=Authorization: Basic {basic}");
     let clone = work.path().join("clone");
     let out = common::git::git(work.path())
@@ -230,26 +230,6 @@ fn webhook_to_current(server: &GitServer, rounds: usize) -> Vec<Duration> {
             std::thread::sleep(Duration::from_millis(1));
         }
         out.push(t.elapsed());
-    }
-    out
-}
-
-fn base64(s: &str) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &c)| n | (c as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
     }
     out
 }

@@ -50,6 +50,7 @@ impl FileSource {
                         size: meta.len(),
                         version: format!("{}:{mtime}", meta.len()),
                         validator: None,
+                        checksum: None,
                     });
                 }
             }

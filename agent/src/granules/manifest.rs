@@ -39,7 +39,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn sha256_of(field: &str) -> Option<String> {
+pub(crate) fn sha256_of(field: &str) -> Option<String> {
     if let Some(hex) = field.strip_prefix("sha256:") {
         return (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
             .then(|| hex.to_ascii_lowercase());

@@ -118,6 +118,7 @@ fn bad_listings_and_short_reads_are_refused_and_leave_nothing() {
         size: 10,
         version: "x".into(),
         validator: None,
+        checksum: None,
     };
     let shared = transfer::Shared::new(transfer::Limits::default());
     let request = transfer::Request {

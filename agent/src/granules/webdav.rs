@@ -137,12 +137,7 @@ impl DavSource {
                 Some((u.to_owned(), p.to_owned()))
             }
         };
-        let client = Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("vespa-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| GranuleError::Source(format!("HTTP client: {e}")))?;
+        let client = super::http_client(timeout)?;
         Ok(DavSource { base, client, auth })
     }
 
@@ -232,6 +227,7 @@ impl DavSource {
                     size,
                     version,
                     validator,
+                    checksum: None,
                 });
             }
         }
@@ -352,6 +348,7 @@ mod tests {
             size: 1,
             version: String::new(),
             validator: None,
+            checksum: None,
         };
         let u = s.url(&e).to_string();
         assert_eq!(u, "https://b2safe.example.eu/dav/epnlab/sub/g%201.csv");

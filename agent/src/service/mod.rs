@@ -395,9 +395,13 @@ fn granule_source(s: &str) -> Result<(), String> {
     if Path::new(s).is_absolute() {
         return Ok(());
     }
-    let url = reqwest::Url::parse(s).map_err(|_| {
-        "must be an https://, http:// or file:// URL or an absolute path".to_string()
-    })?;
+    if s.starts_with(crate::granules::irods::SCHEME) {
+        crate::granules::irods::split(s)?;
+    }
+    let url = reqwest::Url::parse(s.strip_prefix(crate::granules::irods::SCHEME).unwrap_or(s))
+        .map_err(|_| {
+            "must be an https://, http:// (WebDAV), irods+https:// (the iRODS HTTP API) or file:// URL, or an absolute path".to_string()
+        })?;
     if !matches!(url.scheme(), "https" | "http" | "file") {
         return Err(format!("unsupported scheme `{}`", url.scheme()));
     }

@@ -6,6 +6,7 @@
 pub mod dav;
 pub mod fault;
 pub mod git;
+pub mod irods;
 pub mod rclone;
 
 use std::io::{Read, Write};
@@ -363,4 +364,24 @@ pub fn kill_group(mut child: std::process::Child) {
         .args(["-KILL", "--", &format!("-{}", child.id())])
         .status();
     let _ = child.wait();
+}
+
+/// Standard base64 with padding, for Basic auth headers and iRODS's `sha2:` checksums.
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &c)| n | (c as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
