@@ -717,12 +717,14 @@ fn granules_follow_their_collection_new_changed_vanished_and_bad() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    // The newest commit is refused; granules of the applied revision keep flowing.
+    // The newest commit is refused; granules of the applied revision keep flowing, from the
+    // pass that refuses it on.
     node.edit_rd(|rd| rd.replacen("</table>", "</tabel>", 1));
     node.commit("broken");
-    assert_eq!(node.home.output(&["sync"]).code(), 1);
     let more = template.replacen(template.split(',').next().unwrap(), "gmore0001", 1);
     std::fs::write(src.join("gmore0001.csv"), format!("{header}\n{more}\n")).unwrap();
+    assert_eq!(node.home.output(&["sync"]).code(), 1);
+    assert_eq!(node.count().as_deref(), Ok("1009"));
     let out = node.home.output(&["sync"]);
     assert_eq!(
         out.code(),

@@ -187,16 +187,14 @@ pub async fn run(
                     continue;
                 }
             };
-            for g in &synced.fetched {
-                store(store_, |s| s.put_granule(g))?;
-            }
-            for p in &synced.vanished {
-                store(store_, |s| s.remove_granule(&res.dir, &c.name, p))?;
-            }
+            store(store_, |s| s.put_granules(&synced.fetched))?;
+            store(store_, |s| {
+                s.remove_granules(&res.dir, &c.name, &synced.vanished)
+            })?;
+            store(store_, |s| s.put_granules(&synced.refused))?;
             for g in &synced.refused {
                 let reason = g.error.clone().unwrap_or_default();
                 tracing::warn!(resource = %res.dir, collection = %c.name, granule = %g.path, reason = %reason, "a granule file was refused before import; the others go on");
-                store(store_, |s| s.put_granule(g))?;
                 report
                     .refused
                     .push((format!("{}/{}/{}", res.dir, c.name, g.path), reason));
@@ -279,7 +277,7 @@ pub async fn run(
                 continue;
             }
         };
-        for mut g in pending {
+        for g in &mut pending {
             let c = res.collections.iter().find(|c| c.name == g.collection);
             let abs = c.map(|c| resource_dir.join(&c.target).join(&g.path));
             let refusal = skipped
@@ -301,8 +299,8 @@ pub async fn run(
                     g.error = None;
                 }
             }
-            store(store_, |s| s.put_granule(&g))?;
         }
+        store(store_, |s| s.put_granules(&pending))?;
         report.imported.push(res.dir.clone());
     }
     Ok(report)

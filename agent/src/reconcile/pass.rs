@@ -51,23 +51,18 @@ pub async fn run(cx: &PassContext<'_>) -> Result<(), StageFailure> {
     }
     let source_result = match &cx.settings.source.url {
         Some(url) => match source(cx, url).await {
-            Ok(target) => deliver(cx, target).await,
-            Err(f) => {
-                // GitLab unreachable, or the newest commit refused: the node keeps serving the
-                // applied revision, and that revision's granules keep flowing.
-                let applied = with_store(cx.store, |s| s.meta(state::APPLIED))
-                    .ok()
-                    .flatten();
-                if cx.settings.dachs.apply
-                    && let Some(applied) = applied
-                    && let Err(g) = granules_of_revision(cx, &applied).await
-                {
-                    tracing::error!(stage = g.stage, error = %g.message, "granules of the applied revision");
-                    cx.metrics
-                        .stage_errors
-                        .with_label_values(&[g.stage, g.kind])
-                        .inc();
+            Ok(target) => {
+                let fresh = target.fresh;
+                match deliver(cx, target).await {
+                    Err(f) if fresh && f.stage == "apply" => {
+                        granules_of_applied(cx).await;
+                        Err(f)
+                    }
+                    r => r,
                 }
+            }
+            Err(f) => {
+                granules_of_applied(cx).await;
                 Err(f)
             }
         },
@@ -84,6 +79,24 @@ pub async fn run(cx: &PassContext<'_>) -> Result<(), StageFailure> {
     // revision, and whether it answers is worth knowing either way.
     let health_result = health(cx).await;
     source_result.and(health_result)
+}
+
+/// GitLab unreachable, or the newest commit refused (by the source stage or at apply): the node
+/// keeps serving the applied revision, and that revision's granules keep flowing.
+async fn granules_of_applied(cx: &PassContext<'_>) {
+    let applied = with_store(cx.store, |s| s.meta(state::APPLIED))
+        .ok()
+        .flatten();
+    if cx.settings.dachs.apply
+        && let Some(applied) = applied
+        && let Err(g) = granules_of_revision(cx, &applied).await
+    {
+        tracing::error!(stage = g.stage, error = %g.message, "granules of the applied revision");
+        cx.metrics
+            .stage_errors
+            .with_label_values(&[g.stage, g.kind])
+            .inc();
+    }
 }
 
 /// The revision a pass converges DaCHS to.
