@@ -19,22 +19,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::dav::{DavServer, PASSWORD, USER};
+use common::{env_usize as env, median};
 use vespa_agent::granules::transfer::Limits;
 use vespa_agent::granules::{Job, sync};
 use vespa_agent::service::Collection;
 use vespa_agent::state::GranuleRecord;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn fill(dir: &Path, files: usize, bytes: usize) {
     let body: Vec<u8> = (0..bytes).map(|i| (i * 7 % 251) as u8).collect();

@@ -19,22 +19,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::git::run_git;
-use common::{Home, dachs_url, require_dachs};
+use common::{Home, dachs_url, env_usize as env, median, require_dachs};
 
 const NAME: &str = "vb_import";
 const INPUTS: &str = "/var/gavo/inputs";
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 /// The example's rows as templates: (header, rows).
 fn example_rows() -> (String, Vec<String>) {

@@ -385,3 +385,17 @@ pub fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// A benchmark's size from the environment, or its default.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The middle of several timings (the upper middle of an even count).
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
