@@ -50,22 +50,6 @@ fn write_granules(dir: &Path, from: usize, to: usize, prefix: &str) {
     }
 }
 
-fn drop_resource() {
-    if Path::new(INPUTS).join(NAME).join("q.rd").exists() {
-        let _ = Command::new("runuser")
-            .args([
-                "-u",
-                "dachsroot",
-                "--",
-                "dachs",
-                "drop",
-                &format!("{NAME}/q"),
-            ])
-            .output();
-    }
-    let _ = std::fs::remove_dir_all(Path::new(INPUTS).join(NAME));
-}
-
 fn sync(home: &Home) -> Duration {
     let t = Instant::now();
     let out = home.output(&["sync"]);
@@ -95,7 +79,7 @@ fn main() {
     }
     let n = env("VESPA_BENCH_GRANULES", 100_000);
     let runs = env("VESPA_BENCH_RUNS", 3);
-    drop_resource();
+    common::remove_resource(NAME);
 
     let repo = tempfile::tempdir().unwrap();
     run_git(repo.path(), &["init", "-q", "-b", "main"]);
@@ -174,5 +158,5 @@ fn main() {
         alone.as_secs_f64(),
         agent.as_secs_f64() / alone.as_secs_f64()
     );
-    drop_resource();
+    common::remove_resource(NAME);
 }

@@ -109,6 +109,7 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
             triggers: trigger_rx,
             debug_stall,
             failures: 0,
+            reporter: crate::gitlab::Reporter::new(),
         }
         .run(shutdown.clone()),
     );
@@ -173,6 +174,7 @@ pub async fn sync_once(settings: Settings, retry: bool) -> anyhow::Result<std::p
         triggers: trigger_rx,
         debug_stall: None,
         failures: 0,
+        reporter: crate::gitlab::Reporter::new(),
     };
     let outcome = reconciler
         .pass(Trigger::Manual, retry, &CancellationToken::new())

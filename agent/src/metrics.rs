@@ -31,6 +31,15 @@ pub struct Metrics {
     pub granule_transfer_duration: Histogram,
     pub granule_import_duration: Histogram,
     pub drift_detected: IntCounter,
+    pub gitlab_reports: IntCounterVec,
+    pub filesystem_free: IntGaugeVec,
+    pub filesystem_size: IntGaugeVec,
+    pub memory_available: IntGauge,
+    pub memory_total: IntGauge,
+    pub load1: Gauge,
+    pub table_up: IntGaugeVec,
+    pub table_rows: IntGaugeVec,
+    pub table_query_duration: GaugeVec,
 }
 
 /// The reasons `vespa_agent_granule_failures_total` counts: a fixed set, so the series count
@@ -211,6 +220,72 @@ impl Metrics {
             .buckets(vec![0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]),
         )
         .expect("valid metric");
+        let gitlab_reports = IntCounterVec::new(
+            Opts::new(
+                "vespa_agent_gitlab_reports_total",
+                "Commit statuses sent to GitLab, by result: success, token, unreachable, unauthorized, refused.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for r in ["success", "token", "unreachable", "unauthorized", "refused"] {
+            gitlab_reports.with_label_values(&[r]);
+        }
+        let filesystem_free = IntGaugeVec::new(
+            Opts::new(
+                "vespa_agent_filesystem_free_bytes",
+                "Free bytes (for unprivileged users) on the filesystem of the DaCHS inputs (role=gavo) and of PostgreSQL's data (role=postgresql).",
+            ),
+            &["role"],
+        )
+        .expect("valid metric");
+        let filesystem_size = IntGaugeVec::new(
+            Opts::new(
+                "vespa_agent_filesystem_size_bytes",
+                "Size in bytes of the filesystem of the DaCHS inputs (role=gavo) and of PostgreSQL's data (role=postgresql).",
+            ),
+            &["role"],
+        )
+        .expect("valid metric");
+        let memory_available = IntGauge::new(
+            "vespa_agent_memory_available_bytes",
+            "Memory available to new work on the node, in bytes, read at the last pass.",
+        )
+        .expect("valid metric");
+        let memory_total = IntGauge::new(
+            "vespa_agent_memory_total_bytes",
+            "The node's memory in bytes.",
+        )
+        .expect("valid metric");
+        let load1 = Gauge::new(
+            "vespa_agent_load1",
+            "The node's one-minute load average, read at the last pass.",
+        )
+        .expect("valid metric");
+        let table_up = IntGaugeVec::new(
+            Opts::new(
+                "vespa_agent_tap_table_up",
+                "1 if the last pass's ADQL count over the deployed table answered with QUERY_STATUS OK.",
+            ),
+            &["table"],
+        )
+        .expect("valid metric");
+        let table_rows = IntGaugeVec::new(
+            Opts::new(
+                "vespa_agent_tap_table_rows",
+                "Rows of each deployed ADQL table (an epn_core), counted over TAP at the last pass.",
+            ),
+            &["table"],
+        )
+        .expect("valid metric");
+        let table_query_duration = GaugeVec::new(
+            Opts::new(
+                "vespa_agent_tap_query_duration_seconds",
+                "Wall time of the last pass's ADQL count over each deployed table.",
+            ),
+            &["table"],
+        )
+        .expect("valid metric");
         let build_info = GaugeVec::new(
             Opts::new(
                 "vespa_agent_build_info",
@@ -254,6 +329,15 @@ impl Metrics {
             Box::new(granule_retries.clone()),
             Box::new(granule_transfer_duration.clone()),
             Box::new(granule_import_duration.clone()),
+            Box::new(gitlab_reports.clone()),
+            Box::new(filesystem_free.clone()),
+            Box::new(filesystem_size.clone()),
+            Box::new(memory_available.clone()),
+            Box::new(memory_total.clone()),
+            Box::new(load1.clone()),
+            Box::new(table_up.clone()),
+            Box::new(table_rows.clone()),
+            Box::new(table_query_duration.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -283,6 +367,15 @@ impl Metrics {
             granule_retries,
             granule_transfer_duration,
             granule_import_duration,
+            gitlab_reports,
+            filesystem_free,
+            filesystem_size,
+            memory_available,
+            memory_total,
+            load1,
+            table_up,
+            table_rows,
+            table_query_duration,
         }
     }
 
@@ -327,6 +420,30 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reference_documents_every_metric() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../doc/metrics.md"))
+                .unwrap();
+        // Every name this file registers (a vector with no series yet does not show in a scrape).
+        let names: std::collections::BTreeSet<&str> = include_str!("metrics.rs")
+            .split('"')
+            .filter(|t| {
+                t.len() > "vespa_agent_".len()
+                    && t.starts_with("vespa_agent_")
+                    && t.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            })
+            .collect();
+        for name in &names {
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "doc/metrics.md does not document {name}"
+            );
+        }
+        assert!(names.len() >= 30, "only {} metrics", names.len());
+    }
 
     #[test]
     fn two_instances_do_not_share_values() {

@@ -119,18 +119,6 @@ impl Node {
     }
 }
 
-/// Drops a test resource from DaCHS and removes its directory, if it is there.
-fn remove_resource(name: &str) {
-    let dir = Path::new(INPUTS).join(name);
-    if dir.join("q.rd").exists() {
-        let rd = format!("{name}/q");
-        let _ = std::process::Command::new("runuser")
-            .args(["-u", "dachsroot", "--", "dachs", "drop", &rd])
-            .output();
-    }
-    let _ = std::fs::remove_dir_all(dir);
-}
-
 impl Drop for Node {
     fn drop(&mut self) {
         remove_resource(&self.name);
@@ -252,12 +240,36 @@ fn deploys_the_example_then_passes_over_it_run_no_dachs_command_and_removal_drop
         "plan wrote the RD"
     );
 
+    // GitLab (a double of its commit status API) learns that the commit is being applied,
+    // then that it is served.
+    let gitlab = common::gitlab::GitlabDouble::start();
+    let token = secret_file(&node.home, "etc/gitlab-token", common::gitlab::TOKEN);
+    node.home.write(
+        "etc/agent.d/30-gitlab.toml",
+        &format!(
+            "[gitlab]\nreport = true\napi-url = \"{}\"\nproject = \"42\"\ntoken-file = \"{}\"\n",
+            gitlab.api_url(),
+            token.display()
+        ),
+    );
     let out = node.home.output(&["sync"]);
     assert_eq!(out.code(), 0, "{out:?}");
     assert_eq!(
         node.count().as_deref(),
         Ok("20"),
         "the example's 20 granules over TAP"
+    );
+    let states: Vec<_> = gitlab
+        .statuses()
+        .into_iter()
+        .map(|s| (s.project, s.state, s.name.starts_with("vespa-agent/")))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("42".to_owned(), "running".to_owned(), true),
+            ("42".to_owned(), "success".to_owned(), true)
+        ]
     );
     let cmds = node.commands();
     for needed in [

@@ -6,58 +6,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::git::run_git;
+use common::git::LocalRepo;
 use common::*;
-
-/// A provider's repository on the local disk, holding the example service.
-struct LocalRepo {
-    dir: tempfile::TempDir,
-}
-
-impl LocalRepo {
-    fn new() -> LocalRepo {
-        let dir = tempfile::tempdir().unwrap();
-        let r = LocalRepo { dir };
-        r.run(&["init", "-q", "-b", "main"]);
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/service");
-        let ok = std::process::Command::new("cp")
-            .arg("-r")
-            .arg(format!("{}/.", src.display()))
-            .arg(r.path())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        r.commit("the example service");
-        r
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        run_git(self.path(), args)
-    }
-
-    fn write(&self, rel: &str, body: &str) {
-        std::fs::write(self.path().join(rel), body).unwrap();
-    }
-
-    fn commit(&self, msg: &str) -> String {
-        self.run(&["add", "-A"]);
-        self.run(&["commit", "-q", "--allow-empty", "-m", msg]);
-        self.run(&["rev-parse", "HEAD"])
-    }
-
-    fn home(&self, extra: &str) -> Home {
-        let home = Home::new(&dachs_url(), "apply = false\n");
-        home.write(
-            "etc/agent.d/20-source.toml",
-            &format!("[source]\nurl = \"{}\"\n{extra}", self.path().display()),
-        );
-        home
-    }
-}
 
 fn revisions(home: &Home) -> Vec<PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(home.path("state/revisions"))

@@ -53,6 +53,17 @@ pub struct Fragment {
     pub dachs: Option<DachsFragment>,
     pub source: Option<SourceFragment>,
     pub granules: Option<GranulesFragment>,
+    pub gitlab: Option<GitlabFragment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GitlabFragment {
+    pub report: Option<Value>,
+    pub api_url: Option<Value>,
+    pub project: Option<Value>,
+    pub token_file: Option<Value>,
+    pub status_name: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

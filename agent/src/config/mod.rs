@@ -232,6 +232,36 @@ pub const KEYS: &[KeySpec] = &[
         help: "trusted OpenPGP public keys, a keyring for gpgv (verify = \"openpgp\")",
     },
     KeySpec {
+        key: "gitlab.report",
+        default: Some("false"),
+        secret: false,
+        help: "set the commit status of each commit the agent applies or refuses in GitLab",
+    },
+    KeySpec {
+        key: "gitlab.api-url",
+        default: None,
+        secret: false,
+        help: "GitLab's REST API (unset: <scheme>://<host>/api/v4 of an http(s) source.url)",
+    },
+    KeySpec {
+        key: "gitlab.project",
+        default: None,
+        secret: false,
+        help: "the project's id or path, like vespa/epnlab (unset: source.url's path)",
+    },
+    KeySpec {
+        key: "gitlab.token-file",
+        default: None,
+        secret: true,
+        help: "a token with api scope (a path or a credential name; unset: source.token-file)",
+    },
+    KeySpec {
+        key: "gitlab.status-name",
+        default: None,
+        secret: false,
+        help: "the status's name in GitLab (unset: vespa-agent/<hostname>)",
+    },
+    KeySpec {
         key: "granules.credentials-dir",
         default: Some("/etc/vespa-agent/credentials"),
         secret: false,
@@ -293,8 +323,20 @@ pub struct Settings {
     pub dachs: DachsSettings,
     pub source: SourceSettings,
     pub granules: GranuleSettings,
+    /// Commit status reporting; None unless `gitlab.report` is on.
+    pub gitlab: Option<GitlabSettings>,
     /// What was merged, for `check-config` and `/status`.
     pub merged: Merged,
+}
+
+#[derive(Clone, Debug)]
+pub struct GitlabSettings {
+    /// Ends without `/`: `https://gitlab.example/api/v4`.
+    pub api_url: String,
+    /// An id or a path (`group/project`), sent percent-encoded.
+    pub project: String,
+    pub token_file: SecretFile,
+    pub status_name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -505,6 +547,13 @@ fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
         put("source.allowed-signers-file", s.allowed_signers_file);
         put("source.keyring-file", s.keyring_file);
     }
+    if let Some(g) = f.gitlab {
+        put("gitlab.report", g.report);
+        put("gitlab.api-url", g.api_url);
+        put("gitlab.project", g.project);
+        put("gitlab.token-file", g.token_file);
+        put("gitlab.status-name", g.status_name);
+    }
     if let Some(g) = f.granules {
         put("granules.credentials-dir", g.credentials_dir);
         put("granules.concurrency", g.concurrency);
@@ -654,6 +703,99 @@ fn repository_url(v: &str) -> Result<String, String> {
         );
     }
     Ok(v.to_owned())
+}
+
+/// `gitlab.*` when reporting is on: what is unset is derived from `source.url` and
+/// `source.token-file`, and what cannot be derived is asked for by name.
+fn gitlab_settings(
+    c: &Checker<'_>,
+    source: &SourceSettings,
+    secret: impl Fn(&str) -> Result<SecretFile, String>,
+) -> Result<GitlabSettings, ConfigError> {
+    let from_source = source
+        .url
+        .as_deref()
+        .and_then(|u| reqwest::Url::parse(u).ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"));
+    let api_url = match c.optional("gitlab.api-url", |v| {
+        let u = reqwest::Url::parse(v).map_err(|_| format!("`{v}` is not a URL"))?;
+        if !matches!(u.scheme(), "http" | "https") || !u.username().is_empty() {
+            return Err(
+                "must be an http(s) URL without credentials, like https://gitlab.example/api/v4"
+                    .into(),
+            );
+        }
+        Ok(v.trim_end_matches('/').to_owned())
+    })? {
+        Some(u) => u,
+        None => {
+            let u = from_source.as_ref().ok_or_else(|| {
+                c.fail(
+                    "gitlab.report",
+                    "set gitlab.api-url: source.url is not an http(s) URL to derive it from".into(),
+                )
+            })?;
+            format!("{}/api/v4", u.origin().ascii_serialization())
+        }
+    };
+    let project = match c.optional("gitlab.project", |v| {
+        let v = v.trim_matches('/');
+        if v.is_empty() || v.contains(['\n', '\r', '\0', '?', '#']) {
+            Err("must be a project id or a path like group/project".to_string())
+        } else {
+            Ok(v.to_owned())
+        }
+    })? {
+        Some(p) => p,
+        None => from_source
+            .as_ref()
+            .map(|u| {
+                u.path()
+                    .trim_matches('/')
+                    .trim_end_matches(".git")
+                    .to_owned()
+            })
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| {
+                c.fail(
+                    "gitlab.report",
+                    "set gitlab.project: source.url has no project path to derive it from".into(),
+                )
+            })?,
+    };
+    let token_file = match c.optional("gitlab.token-file", secret)? {
+        Some(t) => t,
+        None => source.token_file.clone().ok_or_else(|| {
+            c.fail(
+                "gitlab.report",
+                "set gitlab.token-file (or source.token-file): GitLab needs a token".into(),
+            )
+        })?,
+    };
+    let status_name = match c.optional("gitlab.status-name", |v| {
+        if v.is_empty() || v.len() > 100 || v.contains(['\n', '\r', '\0']) {
+            Err("must be one line of at most 100 characters".to_string())
+        } else {
+            Ok(v.to_owned())
+        }
+    })? {
+        Some(n) => n,
+        None => format!("vespa-agent/{}", hostname()),
+    };
+    Ok(GitlabSettings {
+        api_url,
+        project,
+        token_file,
+        status_name,
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 fn branch_name(v: &str) -> Result<String, String> {
@@ -821,6 +963,10 @@ impl Settings {
             })?,
             verify,
         };
+        let gitlab = match c.parse("gitlab.report", boolean)? {
+            false => None,
+            true => Some(gitlab_settings(&c, &source, secret)?),
+        };
         let settings = Settings {
             state_dir: c.parse("agent.state-dir", absolute_path)?,
             http_listen: c.parse("http.listen", |v| {
@@ -845,6 +991,7 @@ impl Settings {
                 disk_reserve: c.parse("granules.disk-reserve", byte_size)?,
                 stall_timeout: c.duration("granules.stall-timeout", SECOND, HOUR)?,
             },
+            gitlab,
             merged: Merged::default(),
         };
         Ok(Settings { merged, ..settings })

@@ -74,6 +74,8 @@ pub struct Reconciler {
     pub debug_stall: Option<Duration>,
     /// Failed passes in a row, for the backoff.
     pub failures: u32,
+    /// Commit statuses sent to GitLab.
+    pub reporter: crate::gitlab::Reporter,
 }
 
 /// The first retry after a failed pass comes this soon; each further failure doubles it, up to
@@ -195,6 +197,7 @@ impl Reconciler {
             store: &self.store,
             retry,
             debug_stall: self.debug_stall,
+            reporter: &self.reporter,
         };
         let result = tokio::select! {
             _ = shutdown.cancelled() => None,

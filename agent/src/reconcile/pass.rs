@@ -39,8 +39,25 @@ pub struct PassContext<'a> {
     /// Try the desired commit again even if it failed before (`sync --retry`).
     pub retry: bool,
     pub debug_stall: Option<Duration>,
+    pub reporter: &'a crate::gitlab::Reporter,
 }
 
+impl PassContext<'_> {
+    /// Sets the commit's status in GitLab when reporting is on; never fails the pass.
+    async fn report(&self, sha: &str, state: crate::gitlab::State, text: &str) {
+        self.reporter
+            .report(
+                self.settings.gitlab.as_ref(),
+                self.metrics,
+                sha,
+                state,
+                text,
+            )
+            .await;
+    }
+}
+
+use crate::gitlab::State;
 use crate::state::with_store;
 
 pub async fn run(cx: &PassContext<'_>) -> Result<(), StageFailure> {
@@ -121,6 +138,12 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
         if t.fresh {
             publish(cx, &t.sha, t.resources).map_err(|m| fail("local", m))?;
         }
+        cx.report(
+            &t.sha,
+            State::Success,
+            "followed by the node (dachs.apply is off: DaCHS is left alone)",
+        )
+        .await;
         return Ok(());
     }
     let root = Revisions::new(&cx.settings.state_dir).dir(&t.sha);
@@ -139,6 +162,10 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
         runtime: cx.runtime,
     };
     let started = Instant::now();
+    if t.fresh {
+        cx.report(&t.sha, State::Running, "being applied to DaCHS")
+            .await;
+    }
     match apply::apply(&acx, &t.sha, &root, &service).await {
         Ok(report) => {
             cx.metrics
@@ -190,6 +217,12 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
                 })
                 .map_err(|e| fail("local", e.to_string()))?;
                 tracing::error!(commit = %t.sha, error = %message, "commit rejected at apply; the previous revision keeps serving");
+                cx.report(
+                    &t.sha,
+                    State::Failed,
+                    &format!("refused at apply, the previous revision serves: {message}"),
+                )
+                .await;
                 return Err(fail(
                     e.kind(),
                     format!("commit {} rejected at apply: {message}", t.sha),
@@ -201,6 +234,8 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
     if t.fresh {
         publish(cx, &t.sha, t.resources).map_err(|m| fail("local", m))?;
     }
+    cx.report(&t.sha, State::Success, "applied: DaCHS serves it")
+        .await;
     granules(cx, &t.sha, &service).await
 }
 
@@ -469,6 +504,12 @@ async fn source(cx: &PassContext<'_>, url: &str) -> Result<Target, StageFailure>
             })
             .map_err(|e| fail("local", e.to_string()))?;
             tracing::error!(commit = %sha, stage, error = %message, "commit rejected; the last good revision keeps serving");
+            cx.report(
+                &sha,
+                State::Failed,
+                &format!("refused at {stage}, the last good revision serves: {message}"),
+            )
+            .await;
             Err(fail(
                 kind,
                 format!("commit {sha} rejected at {stage}: {message}"),
@@ -534,14 +575,46 @@ fn publish(cx: &PassContext<'_>, sha: &str, resources: usize) -> Result<(), Stri
     Ok(())
 }
 
+/// Counts the rows of every deployed ADQL table over TAP, timing each query: what a user of
+/// the service would see, table by table. Metrics only: the health query above decides the pass.
+async fn tables(cx: &PassContext<'_>, tap: &TapClient) {
+    let deployed = with_store(cx.store, |s| s.resources()).unwrap_or_default();
+    let m = cx.metrics;
+    // Tables no longer deployed leave the metrics with this reset.
+    m.table_up.reset();
+    m.table_rows.reset();
+    m.table_query_duration.reset();
+    for table in deployed.iter().flat_map(|r| &r.tables) {
+        // The names passed the RD check: identifiers only, safe in ADQL.
+        let started = Instant::now();
+        let answer = tap.query(&format!("SELECT COUNT(*) FROM {table}")).await;
+        m.table_query_duration
+            .with_label_values(&[table])
+            .set(started.elapsed().as_secs_f64());
+        let rows = answer.ok().and_then(|a| {
+            (a.status.as_deref() == Some("OK"))
+                .then(|| a.rows.first()?.first()?.parse::<i64>().ok())
+                .flatten()
+        });
+        m.table_up
+            .with_label_values(&[table])
+            .set(rows.is_some() as i64);
+        if let Some(n) = rows {
+            m.table_rows.with_label_values(&[table]).set(n);
+        }
+    }
+}
+
 async fn health(cx: &PassContext<'_>) -> Result<(), StageFailure> {
     cx.runtime.set_activity("checking that DaCHS answers ADQL");
     let dachs = &cx.settings.dachs;
     let tap = TapClient::new(&dachs.url, dachs.query_timeout);
+    crate::node::observe(cx.metrics, &dachs.inputs_dir);
     match tap.query(HEALTH_QUERY).await {
         Ok(_) => {
             cx.metrics.dachs_up.set(1);
             cx.runtime.set_dachs_error(None);
+            tables(cx, &tap).await;
             Ok(())
         }
         Err(e) => {

@@ -278,3 +278,54 @@ impl Drop for GitServer {
         self.down();
     }
 }
+
+/// A provider's repository on the local disk, holding the example service; `home` gives an
+/// agent that follows it with `dachs.apply = false`.
+pub struct LocalRepo {
+    dir: tempfile::TempDir,
+}
+
+impl LocalRepo {
+    pub fn new() -> LocalRepo {
+        let dir = tempfile::tempdir().unwrap();
+        let r = LocalRepo { dir };
+        r.run(&["init", "-q", "-b", "main"]);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/service");
+        let ok = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(format!("{}/.", src.display()))
+            .arg(r.path())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        r.commit("the example service");
+        r
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        run_git(self.path(), args)
+    }
+
+    pub fn write(&self, rel: &str, body: &str) {
+        std::fs::write(self.path().join(rel), body).unwrap();
+    }
+
+    pub fn commit(&self, msg: &str) -> String {
+        self.run(&["add", "-A"]);
+        self.run(&["commit", "-q", "--allow-empty", "-m", msg]);
+        self.run(&["rev-parse", "HEAD"])
+    }
+
+    pub fn home(&self, extra: &str) -> super::Home {
+        let home = super::Home::new(&super::dachs_url(), "apply = false\n");
+        home.write(
+            "etc/agent.d/20-source.toml",
+            &format!("[source]\nurl = \"{}\"\n{extra}", self.path().display()),
+        );
+        home
+    }
+}

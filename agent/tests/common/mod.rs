@@ -6,6 +6,7 @@
 pub mod dav;
 pub mod fault;
 pub mod git;
+pub mod gitlab;
 pub mod irods;
 pub mod rclone;
 
@@ -398,4 +399,22 @@ pub fn env_usize(name: &str, default: usize) -> usize {
 pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
+}
+
+/// Drops a test resource from the harness's DaCHS and removes its directory, if it is there.
+pub fn remove_resource(name: &str) {
+    let dir = Path::new("/var/gavo/inputs").join(name);
+    if dir.join("q.rd").exists() {
+        let _ = Command::new("runuser")
+            .args([
+                "-u",
+                "dachsroot",
+                "--",
+                "dachs",
+                "drop",
+                &format!("{name}/q"),
+            ])
+            .output();
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,0 +1,219 @@
+//! What Prometheus sees: a real Prometheus server (Debian's) scrapes an agent that serves the
+//! example service from the real DaCHS, the target is up and the key series are there, and the
+//! shipped alert rules load and evaluate; `promtool test rules` passes on their unit tests.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::git::LocalRepo;
+use common::*;
+
+const NAME: &str = "vt_prom";
+
+fn rules_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/prometheus")
+}
+
+fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let p = Path::new("/usr/bin").join(name);
+    if p.exists() {
+        Some(p)
+    } else {
+        missing(&format!("{name} (Debian package prometheus)"));
+        None
+    }
+}
+
+#[test]
+fn the_alert_rules_pass_their_unit_tests() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    for args in [
+        vec!["check", "rules", "vespa-agent.rules.yml"],
+        vec!["test", "rules", "vespa-agent.rules.test.yml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(&args)
+            .current_dir(rules_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+struct Cleanup;
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        remove_resource(NAME);
+    }
+}
+
+/// One instant query: the result vector's entries as (labels, value).
+fn query(port: u16, expr: &str) -> Vec<(serde_json::Value, String)> {
+    let q: String =
+        percent_encoding::utf8_percent_encode(expr, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let Some((200, body)) = get(&format!("127.0.0.1:{port}/api/v1/query?query={q}")) else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["data"]["result"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|e| {
+                    (
+                        e["metric"].clone(),
+                        e["value"][1].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_real_prometheus_scrapes_a_serving_node() {
+    let Some(prometheus) = tool("prometheus") else {
+        return;
+    };
+    if !require_dachs() {
+        return;
+    }
+    remove_resource(NAME);
+    let _cleanup = Cleanup;
+    // The example service under its own schema, its granules from the example collection.
+    let repo = LocalRepo::new();
+    repo.run(&["mv", "epnlab", NAME]);
+    let rd = std::fs::read_to_string(repo.path().join(NAME).join("q.rd")).unwrap();
+    repo.write(&format!("{NAME}/q.rd"), &rd.replace("epnlab", NAME));
+    let granules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/granules/epnlab");
+    repo.write(
+        "vespa-service.toml",
+        &format!(
+            "[[resource]]\ndir = \"{NAME}\"\n[[resource.collection]]\nname = \"granules\"\nsource = \"{}\"\ninclude = [\"*.csv\"]\n",
+            granules.canonicalize().unwrap().display()
+        ),
+    );
+    repo.commit("the example as vt_prom");
+    let home = Home::new(&dachs_url(), "");
+    home.write(
+        "etc/agent.d/20-source.toml",
+        &format!("[source]\nurl = \"{}\"\n", repo.path().display()),
+    );
+    let _agent = Agent::start(&home, |_| {});
+    eventually("the first pass to deploy", Duration::from_secs(120), || {
+        get(&home.url("/metrics")).filter(|(_, b)| {
+            b.contains(&format!(
+                "vespa_agent_tap_table_rows{{table=\"{NAME}.epn_core\"}} 20"
+            ))
+        })
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
+             scrape_configs:\n  - job_name: vespa-agent\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            rules_dir().join("vespa-agent.rules.yml").display(),
+            home.port
+        ),
+    )
+    .unwrap();
+    let server = Command::new(prometheus)
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(server);
+
+    eventually(
+        "Prometheus to scrape the agent",
+        Duration::from_secs(60),
+        || {
+            let up = query(port, "up{job=\"vespa-agent\"}");
+            (up.len() == 1 && up[0].1 == "1").then_some(())
+        },
+    );
+    for (expr, want) in [
+        ("vespa_agent_dachs_up".to_owned(), Some("1")),
+        (
+            format!("vespa_agent_tap_table_rows{{table=\"{NAME}.epn_core\"}}"),
+            Some("20"),
+        ),
+        (
+            format!("vespa_agent_tap_table_up{{table=\"{NAME}.epn_core\"}}"),
+            Some("1"),
+        ),
+        // The example collection: 4 files of 5 rows each.
+        (
+            "vespa_agent_granules{state=\"imported\"}".to_owned(),
+            Some("4"),
+        ),
+        ("vespa_agent_build_info".to_owned(), Some("1")),
+        (
+            "vespa_agent_revision_info{role=\"applied\"}".to_owned(),
+            Some("1"),
+        ),
+        (
+            "vespa_agent_filesystem_free_bytes{role=\"gavo\"}".to_owned(),
+            None,
+        ),
+        ("vespa_agent_memory_available_bytes".to_owned(), None),
+        (
+            "vespa_agent_reconcile_passes_total{result=\"success\"}".to_owned(),
+            None,
+        ),
+    ] {
+        let r = eventually(&expr, Duration::from_secs(20), || {
+            let r = query(port, &expr);
+            (!r.is_empty()).then_some(r)
+        });
+        if let Some(w) = want {
+            assert_eq!(r[0].1, w, "{expr}: {r:?}");
+        }
+    }
+    // The rules load and evaluate against the live series; a healthy node fires none.
+    let (_, rules) = eventually("the rules to be evaluated", Duration::from_secs(30), || {
+        get(&format!("127.0.0.1:{port}/api/v1/rules")).filter(|(_, b)| {
+            b.contains("\"lastEvaluation\"") && !b.contains("\"lastEvaluation\":\"0001")
+        })
+    });
+    let v: serde_json::Value = serde_json::from_str(&rules).unwrap();
+    let all: Vec<&serde_json::Value> = v["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(all.len(), 9);
+    for r in all {
+        assert_eq!(r["health"], "ok", "{r}");
+        assert_eq!(r["state"], "inactive", "{r}");
+    }
+}
