@@ -118,25 +118,22 @@ async fn healthz(State(app): State<App>) -> Response {
     }
 }
 
-/// Readiness: the last reconcile pass succeeded.
+/// Readiness: a pass has completed, DaCHS answers, and the desired revision is applied. A
+/// failure that leaves the desired revision serving (GitLab unreachable, a granule refused) does
+/// not take the node out of service.
 async fn readyz(State(app): State<App>) -> Response {
-    if app.runtime.is_ready() {
-        return (StatusCode::OK, Json(json!({"status": "ready"}))).into_response();
+    let reasons = app.runtime.readiness();
+    if reasons.is_empty() {
+        let report = app.runtime.report();
+        return (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "applied_revision": report.applied_revision})),
+        )
+            .into_response();
     }
-    let report = app.runtime.report();
-    let reason = match (&report.last_pass, &report.dachs_error) {
-        (None, _) => "no reconcile pass has completed yet".to_owned(),
-        (_, Some(e)) => format!("the last reconcile pass failed: {e}"),
-        (Some(p), None) => format!(
-            "the last reconcile pass did not succeed: {}",
-            p.get("error")
-                .and_then(|e| e.as_str())
-                .unwrap_or("(no message)")
-        ),
-    };
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"status": "not ready", "reasons": [reason]})),
+        Json(json!({"status": "not ready", "reasons": reasons})),
     )
         .into_response()
 }

@@ -31,6 +31,7 @@ pub mod gitlab;
 pub mod granules;
 pub mod hooks;
 pub mod http;
+pub mod journal;
 pub mod logging;
 pub mod metrics;
 pub mod node;

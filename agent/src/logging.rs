@@ -26,7 +26,10 @@ pub fn init(verbosity: i8) {
     if std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(journald) = tracing_journald::layer()
     {
-        let journald = journald.with_syslog_identifier("vespa-agent".into());
+        // No prefix: fields go in as COMMIT=, RESOURCE=, MESSAGE_ID= (see crate::journal).
+        let journald = journald
+            .with_syslog_identifier("vespa-agent".into())
+            .with_field_prefix(None);
         tracing_subscriber::registry()
             .with(filter)
             .with(journald)

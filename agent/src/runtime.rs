@@ -131,10 +131,41 @@ impl Runtime {
         self.heartbeat_age() <= self.stall_timeout()
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+    /// Ready: a pass has completed, DaCHS answered its health query, and the desired revision
+    /// is the applied one. Otherwise, why not, one reason each.
+    pub fn readiness(&self) -> Vec<String> {
+        let inner = lock(&self.inner).clone();
+        let Some(pass) = &inner.last_pass else {
+            return vec!["no reconcile pass has completed yet".into()];
+        };
+        let mut reasons = Vec::new();
+        if let Some(e) = &inner.dachs_error {
+            reasons.push(format!("DaCHS does not answer ADQL: {e}"));
+        }
+        let failed_at = |stage: &str| {
+            !self.ready.load(Ordering::Relaxed) && pass.stage.as_deref() == Some(stage)
+        };
+        let why = pass.error.as_deref().unwrap_or("(no message)");
+        match (&inner.desired_revision, &inner.applied_revision) {
+            (Some(d), Some(a)) if d != a => reasons.push(format!(
+                "the desired commit {d} is not applied ({a} serves): {why}"
+            )),
+            (Some(d), None) => {
+                reasons.push(format!("the desired commit {d} is not applied yet: {why}"))
+            }
+            _ if failed_at("apply") => {
+                reasons.push(format!("the last pass failed to apply: {why}"))
+            }
+            _ => {}
+        }
+        reasons
     }
 
+    pub fn is_ready(&self) -> bool {
+        self.readiness().is_empty()
+    }
+
+    /// Whether the last pass succeeded, as one input of [`Runtime::readiness`].
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
@@ -244,5 +275,68 @@ impl Runtime {
             applied_revision: inner.applied_revision,
             drifted_resources: inner.drifted,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Outcome;
+
+    fn pass(outcome: Outcome, stage: Option<&str>, error: Option<&str>) -> PassRecord {
+        PassRecord {
+            id: 1,
+            trigger: "timer".into(),
+            started_ms: 0,
+            finished_ms: Some(1),
+            outcome: Some(outcome),
+            stage: stage.map(Into::into),
+            error: error.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn ready_means_the_desired_revision_serves_from_a_dachs_that_answers() {
+        let r = Runtime::new(Duration::from_secs(60), Vec::new(), "http://x".into());
+        assert_eq!(r.readiness(), ["no reconcile pass has completed yet"]);
+
+        r.set_last_pass(pass(Outcome::Success, None, None));
+        r.set_ready(true);
+        r.set_revisions(Some("a".into()), Some("a".into()));
+        assert!(r.is_ready());
+
+        // A granule refused, GitLab unreachable: the desired revision still serves.
+        r.set_ready(false);
+        r.set_last_pass(pass(
+            Outcome::Failure,
+            Some("granules"),
+            Some("g1.csv refused"),
+        ));
+        assert!(r.is_ready(), "{:?}", r.readiness());
+        r.set_last_pass(pass(Outcome::Failure, Some("source"), Some("unreachable")));
+        assert!(r.is_ready(), "{:?}", r.readiness());
+
+        // A newer commit refused: the node serves, but not what was asked for.
+        r.set_last_pass(pass(
+            Outcome::Failure,
+            Some("apply"),
+            Some("dachs val: bad tag"),
+        ));
+        r.set_revisions(Some("b".into()), Some("a".into()));
+        assert_eq!(
+            r.readiness(),
+            ["the desired commit b is not applied (a serves): dachs val: bad tag"]
+        );
+        r.set_dachs_error(Some("connection refused".into()));
+        assert_eq!(r.readiness().len(), 2);
+        assert!(r.readiness()[0].contains("DaCHS does not answer ADQL: connection refused"));
+
+        // The applied revision failed to apply again (say, a drift it could not revert).
+        r.set_dachs_error(None);
+        r.set_revisions(Some("a".into()), Some("a".into()));
+        assert_eq!(
+            r.readiness(),
+            ["the last pass failed to apply: dachs val: bad tag"]
+        );
     }
 }

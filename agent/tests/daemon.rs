@@ -233,7 +233,7 @@ fn readyz_is_503_with_a_reason_until_a_pass_succeeds() {
     let home = Home::new(&dachs, "");
     let _agent = Agent::start(&home, |_| {});
     let (code, body) = eventually("a failed first pass", Duration::from_secs(10), || {
-        get(&home.url("/readyz")).filter(|(_, b)| b.contains("failed"))
+        get(&home.url("/readyz")).filter(|(_, b)| b.contains("DaCHS does not answer ADQL"))
     });
     assert_eq!(code, 503);
     assert!(

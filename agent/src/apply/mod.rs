@@ -266,10 +266,10 @@ pub async fn apply(
                 .collect();
             report.drifted.push(change.res.dir.clone());
             if !cx.revert_drift {
-                tracing::warn!(resource = %change.res.dir, ?files, "managed files were edited on the node (drift); reported, not reverted (dachs.drift = \"report\")");
+                tracing::warn!(message_id = crate::journal::DRIFT, resource = %change.res.dir, ?files, "managed files were edited on the node (drift); reported, not reverted (dachs.drift = \"report\")");
                 continue;
             }
-            tracing::warn!(resource = %change.res.dir, ?files, "managed files were edited on the node (drift); putting the revision's files back");
+            tracing::warn!(message_id = crate::journal::DRIFT, resource = %change.res.dir, ?files, "managed files were edited on the node (drift); putting the revision's files back");
         }
         cx.runtime
             .set_activity(format!("deploying resource {}", change.res.dir));
@@ -281,7 +281,7 @@ pub async fn apply(
                 done.push((change, progress));
             }
             Err((step, e)) => {
-                tracing::error!(resource = %change.res.dir, step, error = %e.message(), "deploy failed; rolling back");
+                tracing::error!(message_id = crate::journal::ROLLBACK, resource = %change.res.dir, step, error = %e.message(), "deploy failed; rolling back");
                 let mut restored = rollback(cx, &change, &progress).await;
                 for (earlier, p) in done.iter().rev() {
                     let r = rollback(cx, earlier, p).await;

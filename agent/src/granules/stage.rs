@@ -194,7 +194,7 @@ pub async fn run(
             store(store_, |s| s.put_granules(&synced.refused))?;
             for g in &synced.refused {
                 let reason = g.error.clone().unwrap_or_default();
-                tracing::warn!(resource = %res.dir, collection = %c.name, granule = %g.path, reason = %reason, "a granule file was refused before import; the others go on");
+                tracing::warn!(message_id = crate::journal::GRANULE_REFUSED, resource = %res.dir, collection = %c.name, granule = %g.path, reason = %reason, "a granule file was refused before import; the others go on");
                 report
                     .refused
                     .push((format!("{}/{}/{}", res.dir, c.name, g.path), reason));
@@ -285,7 +285,7 @@ pub async fn run(
                 .find(|(p, _)| abs.as_ref().is_some_and(|a| Path::new(p) == a));
             match refusal {
                 Some((_, reason)) => {
-                    tracing::warn!(resource = %res.dir, granule = %g.path, reason = %reason, "the import refused a granule file; the others are in");
+                    tracing::warn!(message_id = crate::journal::GRANULE_REFUSED, resource = %res.dir, granule = %g.path, reason = %reason, "the import refused a granule file; the others are in");
                     report.refused.push((
                         format!("{}/{}/{}", res.dir, g.collection, g.path),
                         reason.clone(),

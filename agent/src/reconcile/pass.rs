@@ -58,6 +58,7 @@ impl PassContext<'_> {
 }
 
 use crate::gitlab::State;
+use crate::journal;
 use crate::state::with_store;
 
 pub async fn run(cx: &PassContext<'_>) -> Result<(), StageFailure> {
@@ -196,6 +197,7 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
             if report.dachs_commands > 0 {
                 let total = started.elapsed();
                 tracing::info!(
+                    message_id = journal::REVISION_APPLIED,
                     commit = %t.sha,
                     settings_changed = report.settings_changed,
                     deployed = ?report.deployed,
@@ -216,7 +218,7 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
                     s.record_commit(&t.sha, Some("failed"), Some("apply"), Some(&message))
                 })
                 .map_err(|e| fail("local", e.to_string()))?;
-                tracing::error!(commit = %t.sha, error = %message, "commit rejected at apply; the previous revision keeps serving");
+                tracing::error!(message_id = journal::COMMIT_REFUSED, commit = %t.sha, stage = "apply", error = %message, "commit rejected at apply; the previous revision keeps serving");
                 cx.report(
                     &t.sha,
                     State::Failed,
@@ -297,6 +299,9 @@ async fn granules(
     }
     if !report.imported.is_empty() {
         tracing::info!(
+            message_id = journal::IMPORT_FINISHED,
+            commit = %sha,
+            resources = ?report.imported,
             added = report.added,
             changed = report.changed,
             vanished = report.vanished,
@@ -503,7 +508,7 @@ async fn source(cx: &PassContext<'_>, url: &str) -> Result<Target, StageFailure>
                 s.record_commit(&sha, Some("failed"), Some(stage), Some(&message))
             })
             .map_err(|e| fail("local", e.to_string()))?;
-            tracing::error!(commit = %sha, stage, error = %message, "commit rejected; the last good revision keeps serving");
+            tracing::error!(message_id = journal::COMMIT_REFUSED, commit = %sha, stage, error = %message, "commit rejected; the last good revision keeps serving");
             cx.report(
                 &sha,
                 State::Failed,
