@@ -44,6 +44,18 @@ struct Inner {
     desired_revision: Option<String>,
     applied_revision: Option<String>,
     drifted: Vec<String>,
+    tables: Vec<TableHealth>,
+}
+
+/// One deployed ADQL table as the last pass saw it over TAP.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct TableHealth {
+    pub table: String,
+    /// None when the count failed.
+    pub rows: Option<i64>,
+    pub seconds: f64,
+    /// DaCHS's words when the count failed.
+    pub error: Option<String>,
 }
 
 /// A deployed resource's directory as the drift watcher sees it.
@@ -78,6 +90,12 @@ pub struct StatusReport {
     /// Resources whose managed files were edited on the node and left so.
     #[serde(default)]
     pub drifted_resources: Vec<String>,
+    /// Why the node is not ready (empty when it is).
+    #[serde(default)]
+    pub not_ready_because: Vec<String>,
+    /// Each deployed table, counted over TAP at the last pass.
+    #[serde(default)]
+    pub tables: Vec<TableHealth>,
 }
 
 /// A poisoned lock only means a panic elsewhere; the data (status strings) is still usable.
@@ -236,6 +254,10 @@ impl Runtime {
         lock(&self.inner).drifted = resources;
     }
 
+    pub fn set_tables(&self, tables: Vec<TableHealth>) {
+        lock(&self.inner).tables = tables;
+    }
+
     pub fn set_dachs_error(&self, error: Option<String>) {
         lock(&self.inner).dachs_error = error;
     }
@@ -274,6 +296,8 @@ impl Runtime {
             desired_revision: inner.desired_revision,
             applied_revision: inner.applied_revision,
             drifted_resources: inner.drifted,
+            not_ready_because: self.readiness(),
+            tables: inner.tables,
         }
     }
 }

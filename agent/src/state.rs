@@ -620,6 +620,21 @@ impl StateReader {
         })
     }
 
+    /// Granules by state; stores before version 4 know none.
+    pub fn granule_counts(&self) -> Result<Vec<(String, i64)>, StateError> {
+        let found = (|| {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT state, COUNT(*) FROM granules GROUP BY state ORDER BY state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })();
+        found.or_else(|e| match classify(&self.path, e) {
+            StateError::Sqlite { .. } => Ok(Vec::new()),
+            e => Err(e),
+        })
+    }
+
     /// Stores before version 3 have no `resources` table yet: nothing deployed.
     pub fn resources(&self) -> Result<Vec<ResourceRecord>, StateError> {
         resources(&self.conn, &self.path).or_else(|e| match e {

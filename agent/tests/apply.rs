@@ -294,9 +294,17 @@ fn deploys_the_example_then_passes_over_it_run_no_dachs_command_and_removal_drop
         "a root-owned file in /var/gavo"
     );
 
+    // With no daemon running, `status` counts the tables over TAP itself.
     let st = node.home.output(&["status"]);
-    let line = "resource:     vt_deploy (vt_deploy/q, published; tables vt_deploy.epn_core)";
-    assert!(st.stdout.contains(line), "{}", st.stdout);
+    for line in [
+        "resource:     vt_deploy (vt_deploy/q, published; tables vt_deploy.epn_core)",
+        "table:        vt_deploy.epn_core: 20 rows, TAP answered in ",
+        "granules:     4 imported",
+        "daemon:       not running",
+    ] {
+        assert!(st.stdout.contains(line), "{line}: {}", st.stdout);
+    }
+    assert_eq!(st.code(), 3, "not running, as systemctl status says");
 
     // Idempotent: the same revision again runs no DaCHS command at all.
     let before = node.commands().len();
@@ -565,11 +573,13 @@ fn a_local_edit_is_noticed_without_a_poll_then_reported_or_reverted() {
     });
     assert!(metric(&metrics, "vespa_agent_drift_detected_total").unwrap() >= 1.0);
     let st = node.home.output(&["status"]);
-    assert!(
-        st.stdout.contains("drift:        vt_drift"),
-        "{}",
-        st.stdout
-    );
+    for line in [
+        "drift:        vt_drift",
+        "table:        vt_drift.epn_core: 20 rows",
+        ", ready",
+    ] {
+        assert!(st.stdout.contains(line), "{line}: {}", st.stdout);
+    }
     assert_eq!(std::fs::read_to_string(&deployed).unwrap(), edited);
 
     // A granule file changing is not drift.

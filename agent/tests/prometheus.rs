@@ -90,25 +90,7 @@ fn a_real_prometheus_scrapes_a_serving_node() {
     }
     remove_resource(NAME);
     let _cleanup = Cleanup;
-    // The example service under its own schema, its granules from the example collection.
-    let repo = LocalRepo::new();
-    repo.run(&["mv", "epnlab", NAME]);
-    let rd = std::fs::read_to_string(repo.path().join(NAME).join("q.rd")).unwrap();
-    repo.write(&format!("{NAME}/q.rd"), &rd.replace("epnlab", NAME));
-    let granules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/granules/epnlab");
-    repo.write(
-        "vespa-service.toml",
-        &format!(
-            "[[resource]]\ndir = \"{NAME}\"\n[[resource.collection]]\nname = \"granules\"\nsource = \"{}\"\ninclude = [\"*.csv\"]\n",
-            granules.canonicalize().unwrap().display()
-        ),
-    );
-    repo.commit("the example as vt_prom");
-    let home = Home::new(&dachs_url(), "");
-    home.write(
-        "etc/agent.d/20-source.toml",
-        &format!("[source]\nurl = \"{}\"\n", repo.path().display()),
-    );
+    let (_repo, home) = LocalRepo::example_as(NAME);
     let _agent = Agent::start(&home, |_| {});
     eventually("the first pass to deploy", Duration::from_secs(120), || {
         get(&home.url("/metrics")).filter(|(_, b)| {
@@ -199,6 +181,52 @@ fn a_real_prometheus_scrapes_a_serving_node() {
             assert_eq!(r[0].1, w, "{expr}: {r:?}");
         }
     }
+    // Every panel of the shipped Grafana dashboards is a query Prometheus accepts, over
+    // series the agent serves (the doc names each one).
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../doc/metrics.md"))
+            .unwrap();
+    let mut checked = 0;
+    for board in ["vespa-agent-node.json", "vespa-agent-fleet.json"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/grafana")
+            .join(board);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for panel in json["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"]
+                    .as_str()
+                    .unwrap()
+                    .replace("$instance", ".*")
+                    .replace("$__rate_interval", "1m");
+                for name in expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("vespa_agent_"))
+                {
+                    let family = name.trim_end_matches("_bucket");
+                    assert!(
+                        doc.contains(&format!("`{family}`")),
+                        "{board}: {name} is not a metric"
+                    );
+                }
+                let q: String = percent_encoding::utf8_percent_encode(
+                    &expr,
+                    percent_encoding::NON_ALPHANUMERIC,
+                )
+                .to_string();
+                let (code, body) =
+                    get(&format!("127.0.0.1:{port}/api/v1/query?query={q}")).unwrap();
+                assert!(
+                    code == 200 && body.contains("\"success\""),
+                    "{board}: {expr}: {body}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 25, "only {checked} panel queries");
+
     // The rules load and evaluate against the live series; a healthy node fires none.
     let (_, rules) = eventually("the rules to be evaluated", Duration::from_secs(30), || {
         get(&format!("127.0.0.1:{port}/api/v1/rules")).filter(|(_, b)| {

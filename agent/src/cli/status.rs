@@ -49,6 +49,28 @@ fn fetch_daemon(settings: &Settings) -> Result<StatusReport, String> {
     })
 }
 
+/// Counts each table over TAP now: what `status` shows when no daemon reports it.
+fn count_now(settings: &Settings, tables: Vec<String>) -> Vec<crate::runtime::TableHealth> {
+    if tables.is_empty() {
+        return Vec::new();
+    }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    let d = &settings.dachs;
+    let tap = crate::dachs::tap::TapClient::new(&d.url, d.query_timeout);
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for t in &tables {
+            out.push(crate::reconcile::pass::count_rows(&tap, t).await);
+        }
+        out
+    })
+}
+
 fn when(ms: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
@@ -99,6 +121,18 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
         Ok(Some(r)) => r.resources()?,
         _ => Vec::new(),
     };
+    let granules = match &store {
+        Ok(Some(r)) => r.granule_counts()?,
+        _ => Vec::new(),
+    };
+    // Each table as the daemon's last pass saw it; with the daemon down, asked now.
+    let tables = match &daemon {
+        Ok(d) => d.tables.clone(),
+        Err(_) => count_now(
+            settings,
+            resources.iter().flat_map(|r| r.tables.clone()).collect(),
+        ),
+    };
     let code = if daemon.is_ok() {
         ExitCode::SUCCESS
     } else {
@@ -117,6 +151,8 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
             "applied_revision": applied,
             "desired_revision_failure": desired_failure,
             "resources": resources,
+            "tables": tables,
+            "granules": granules.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(code);
@@ -128,6 +164,9 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
             let up = humantime::format_duration(Duration::from_secs(d.uptime_seconds as u64));
             let ready = if d.ready { "ready" } else { "not ready" };
             println!("daemon:       running, pid {}, up {up}, {ready}", d.pid);
+            for why in &d.not_ready_because {
+                println!("not ready:    {why}");
+            }
             println!("activity:     {}", d.activity);
             if let Some(e) = &d.dachs_error {
                 println!("dachs:        {} FAILING: {e}", d.dachs_url);
@@ -198,6 +237,23 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
             },
             &r.sha[..r.sha.len().min(12)]
         );
+    }
+    for t in &tables {
+        match (t.rows, &t.error) {
+            (Some(n), _) => println!(
+                "table:        {}: {n} rows, TAP answered in {:.2} s",
+                t.table, t.seconds
+            ),
+            (None, e) => println!(
+                "table:        {}: FAILING over TAP: {}",
+                t.table,
+                e.as_deref().unwrap_or("no answer")
+            ),
+        }
+    }
+    if !granules.is_empty() {
+        let counts: Vec<String> = granules.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        println!("granules:     {}", counts.join(", "));
     }
     match &last {
         Some(p) => {

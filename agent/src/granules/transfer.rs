@@ -172,6 +172,19 @@ pub fn discard(tmp: &Path) {
     let _ = std::fs::remove_file(validator_file(tmp));
 }
 
+/// After a broken transfer: the bytes so far stay, marked with the validator of the content
+/// they came from, for the next attempt or pass to resume.
+fn keep_partial(tmp: &Path, validator: Option<&str>) {
+    let has_bytes = std::fs::metadata(tmp).is_ok_and(|m| m.len() > 0);
+    let kept = match validator {
+        Some(v) if has_bytes => std::fs::write(validator_file(tmp), v).is_ok(),
+        _ => false,
+    };
+    if !kept {
+        discard(tmp);
+    }
+}
+
 fn is_retryable(e: &GranuleError) -> bool {
     matches!(e, GranuleError::Transfer(_) | GranuleError::Mismatch { .. })
 }
@@ -208,6 +221,9 @@ pub fn fetch(source: &Source, shared: &Shared, r: &Request) -> Fetched {
             Ok(done) => return Ok(done),
             Err(e) => e,
         };
+        if matches!(e, GranuleError::Transfer(_)) {
+            keep_partial(&tmp, r.entry.validator.as_deref());
+        }
         if let GranuleError::Mismatch { got, .. } = &e {
             discard(&tmp);
             if bad_sum.as_ref() == Some(got) {
@@ -250,25 +266,20 @@ fn attempt_once(source: &Source, shared: &Shared, r: &Request, tmp: &Path, dest:
         .open(tmp)
         .map_err(|e| local(e, tmp))?;
     let have = out.metadata().map_err(|e| local(e, tmp))?.len();
+    // Kept bytes are resumed only with a validator saying they are the listed content (one is
+    // written when a transfer breaks; a crash leaves none, and the file starts over). Nothing
+    // extra is read or written on the common path: a fresh file.
     let marker = validator_file(tmp);
-    let same_content = r
-        .entry
-        .validator
-        .as_ref()
-        .is_some_and(|v| std::fs::read_to_string(&marker).is_ok_and(|kept| &kept == v));
-    let resume_from = if same_content && have > 0 && have < r.entry.size {
+    let same_content = have > 0
+        && r.entry
+            .validator
+            .as_ref()
+            .is_some_and(|v| std::fs::read_to_string(&marker).is_ok_and(|kept| &kept == v));
+    let resume_from = if same_content && have < r.entry.size {
         have
     } else {
         0
     };
-    if resume_from == 0 {
-        match &r.entry.validator {
-            Some(v) => std::fs::write(&marker, v).map_err(|e| local(e, &marker))?,
-            None => {
-                let _ = std::fs::remove_file(&marker);
-            }
-        }
-    }
     let (mut input, start) = source.open_at(r.entry, resume_from)?;
     let mut hasher = Sha256::new();
     let mut size = start;
@@ -338,7 +349,9 @@ fn attempt_once(source: &Source, shared: &Shared, r: &Request, tmp: &Path, dest:
         std::os::unix::fs::fchown(&out, Some(o.uid), Some(o.gid)).map_err(|e| local(e, tmp))?;
     }
     std::fs::rename(tmp, dest).map_err(|e| local(e, dest))?;
-    let _ = std::fs::remove_file(&marker);
+    if have > 0 {
+        let _ = std::fs::remove_file(&marker);
+    }
     Ok((sum, size))
 }
 

@@ -589,24 +589,44 @@ async fn tables(cx: &PassContext<'_>, tap: &TapClient) {
     m.table_up.reset();
     m.table_rows.reset();
     m.table_query_duration.reset();
+    let mut seen = Vec::new();
     for table in deployed.iter().flat_map(|r| &r.tables) {
-        // The names passed the RD check: identifiers only, safe in ADQL.
-        let started = Instant::now();
-        let answer = tap.query(&format!("SELECT COUNT(*) FROM {table}")).await;
+        let t = count_rows(tap, table).await;
         m.table_query_duration
             .with_label_values(&[table])
-            .set(started.elapsed().as_secs_f64());
-        let rows = answer.ok().and_then(|a| {
-            (a.status.as_deref() == Some("OK"))
-                .then(|| a.rows.first()?.first()?.parse::<i64>().ok())
-                .flatten()
-        });
+            .set(t.seconds);
         m.table_up
             .with_label_values(&[table])
-            .set(rows.is_some() as i64);
-        if let Some(n) = rows {
+            .set(t.rows.is_some() as i64);
+        if let Some(n) = t.rows {
             m.table_rows.with_label_values(&[table]).set(n);
         }
+        seen.push(t);
+    }
+    cx.runtime.set_tables(seen);
+}
+
+/// `SELECT COUNT(*)` over one table, timed; DaCHS's words when it fails.
+pub async fn count_rows(tap: &TapClient, table: &str) -> crate::runtime::TableHealth {
+    // The names passed the RD check: identifiers only, safe in ADQL.
+    let started = Instant::now();
+    let answer = tap.query(&format!("SELECT COUNT(*) FROM {table}")).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let (rows, error) = match answer {
+        Ok(a) if a.status.as_deref() == Some("OK") => {
+            match a.rows.first().and_then(|r| r.first()?.parse::<i64>().ok()) {
+                Some(n) => (Some(n), None),
+                None => (None, Some("the answer holds no count".to_owned())),
+            }
+        }
+        Ok(a) => (None, Some(a.message)),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    crate::runtime::TableHealth {
+        table: table.to_owned(),
+        rows,
+        seconds,
+        error,
     }
 }
 

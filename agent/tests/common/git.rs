@@ -329,3 +329,29 @@ impl LocalRepo {
         home
     }
 }
+
+impl LocalRepo {
+    /// The example service under the schema and directory `name`, its granules from the
+    /// example collection, and an agent home that applies it to the harness's DaCHS.
+    pub fn example_as(name: &str) -> (LocalRepo, super::Home) {
+        let repo = LocalRepo::new();
+        repo.run(&["mv", "epnlab", name]);
+        let rd = std::fs::read_to_string(repo.path().join(name).join("q.rd")).unwrap();
+        repo.write(&format!("{name}/q.rd"), &rd.replace("epnlab", name));
+        let granules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/granules/epnlab");
+        repo.write(
+            "vespa-service.toml",
+            &format!(
+                "[[resource]]\ndir = \"{name}\"\n[[resource.collection]]\nname = \"granules\"\nsource = \"{}\"\ninclude = [\"*.csv\"]\n",
+                granules.canonicalize().unwrap().display()
+            ),
+        );
+        repo.commit(&format!("the example as {name}"));
+        let home = super::Home::new(&super::dachs_url(), "");
+        home.write(
+            "etc/agent.d/20-source.toml",
+            &format!("[source]\nurl = \"{}\"\n", repo.path().display()),
+        );
+        (repo, home)
+    }
+}
