@@ -1,5 +1,5 @@
-//! The `dachs` command line: each command run as the DaCHS admin account (`runuser -u dachsroot`
-//! when the agent is root), with a time limit, its output captured into the log, and its result
+//! The `dachs` command line: each command run as the DaCHS admin account (the child takes that
+//! account's ids and groups when the agent is root), with a time limit, its output captured into the log, and its result
 //! judged the way DaCHS 2.7 really reports it, not by the exit code alone:
 //! `dachs val` exits 0 on most failures (the verdict is the last line of stdout), and
 //! `dachs imp` exits 101 when it skipped bad sources.
@@ -62,6 +62,58 @@ pub struct Dachs {
     started: AtomicU64,
 }
 
+/// The account `dachs` runs as: ids, supplementary groups and home, read before any fork.
+struct Account {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+    home: String,
+}
+
+impl Account {
+    fn lookup(user: &str) -> Option<Account> {
+        let name = std::ffi::CString::new(user).ok()?;
+        // SAFETY: getpwnam returns static storage or null, read at once; one pass at a time
+        // looks accounts up.
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        if pw.is_null() {
+            return None;
+        }
+        let (uid, gid, home) = unsafe {
+            (
+                (*pw).pw_uid,
+                (*pw).pw_gid,
+                std::ffi::CStr::from_ptr((*pw).pw_dir)
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        };
+        let mut n: libc::c_int = 64;
+        loop {
+            let mut groups = vec![0 as libc::gid_t; n as usize];
+            let want = n;
+            // SAFETY: `groups` holds `n` entries; getgrouplist writes at most that many and
+            // sets `n` to the count it has (or needs).
+            let r = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+            if r >= 0 {
+                groups.truncate(n as usize);
+                return Some(Account {
+                    uid,
+                    gid,
+                    groups,
+                    home,
+                });
+            }
+            if n <= want {
+                n = want * 2;
+            }
+            if n > 65_536 {
+                return None;
+            }
+        }
+    }
+}
+
 impl Dachs {
     /// `inputs` is DaCHS's inputs directory; commands run in its sibling `tmp` (DaCHS's own,
     /// writable by the DaCHS account), or in the system's temporary directory.
@@ -98,16 +150,42 @@ impl Dachs {
     }
 
     /// Root switches to the DaCHS account so that nothing in /var/gavo ends up owned by root;
-    /// any other user runs `dachs` as itself.
+    /// any other user runs `dachs` as itself. The child sets its groups, gid and uid itself
+    /// before exec (as `runuser` would, without PAM: the agent needs no audit or login-session
+    /// privileges, only CAP_SETUID and CAP_SETGID), and gets the account's HOME, USER, LOGNAME.
     fn command(&self, args: &[&str]) -> Command {
         let as_root = unsafe { libc::geteuid() } == 0;
-        let mut c = if as_root && self.user != "root" {
-            let mut c = Command::new("runuser");
-            c.args(["-u", &self.user, "--"]).arg(&self.bin);
-            c
-        } else {
-            Command::new(&self.bin)
-        };
+        let mut c = Command::new(&self.bin);
+        if as_root && self.user != "root" {
+            match Account::lookup(&self.user) {
+                Some(a) => {
+                    c.env("HOME", &a.home)
+                        .env("USER", &self.user)
+                        .env("LOGNAME", &self.user);
+                    let Account {
+                        uid, gid, groups, ..
+                    } = a;
+                    // SAFETY: between fork and exec only async-signal-safe calls are made
+                    // (setgroups, setgid, setuid: plain system calls on data prepared before).
+                    unsafe {
+                        c.pre_exec(move || {
+                            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                                || libc::setgid(gid) != 0
+                                || libc::setuid(uid) != 0
+                            {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                            Ok(())
+                        });
+                    }
+                }
+                // No such account: let the spawn fail with a message naming it.
+                None => {
+                    c = Command::new("runuser");
+                    c.args(["-u", &self.user, "--"]).arg(&self.bin);
+                }
+            }
+        }
         c.args(args);
         c
     }
@@ -356,6 +434,37 @@ pub fn skipped_sources(output: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// As root, the child runs with the account's ids, groups and home, never root's.
+    #[tokio::test]
+    async fn root_runs_dachs_as_the_account_with_its_groups() {
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let probe = tmp.path().join("probe");
+        std::fs::write(
+            &probe,
+            "#!/bin/sh\nid -u; id -G; echo \"$HOME $USER $LOGNAME\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let as_nobody = Dachs::new(probe, "nobody".into(), Duration::from_secs(10), tmp.path());
+        let r = as_nobody.run(&[]).await.unwrap();
+        assert_eq!(r.code, Some(0), "{r:?}");
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        let a = Account::lookup("nobody").unwrap();
+        assert_eq!(lines[0], a.uid.to_string());
+        let mut groups: Vec<u32> = lines[1].split(' ').map(|g| g.parse().unwrap()).collect();
+        groups.sort();
+        let mut want = a.groups.clone();
+        want.sort();
+        want.dedup();
+        groups.dedup();
+        assert_eq!(groups, want, "root's groups must not leak");
+        assert_eq!(lines[2], format!("{} nobody nobody", a.home));
+    }
 
     fn run(code: i32, stdout: &str, stderr: &str) -> Run {
         Run {

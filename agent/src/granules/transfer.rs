@@ -109,8 +109,9 @@ impl Shared {
         })?;
         if free < self.limits.disk_reserve.saturating_add(pending + size) {
             return Err(GranuleError::DiskReserve(format!(
-                "{} has {} free; the next file needs {} and granules.disk-reserve keeps {} free. \
-                 Nothing more is brought in until space is freed or the reserve lowered",
+                "{} has {} free; the transfers under way need {} and granules.disk-reserve \
+                 keeps {} free. Nothing more is brought in until space is freed or the reserve \
+                 lowered",
                 dir.display(),
                 human(free),
                 human(pending + size),
