@@ -767,16 +767,43 @@ fn granules_follow_their_collection_new_changed_vanished_and_bad() {
     let last = template.replacen(template.split(',').next().unwrap(), "glast0001", 1);
     std::fs::write(src.join("glast0001.csv"), format!("{header}\n{last}\n")).unwrap();
     let before = node.commands().len();
-    let out = node.home.output(&["import", "--resource", "vt_granules"]);
-    assert_eq!(out.code(), 0, "{out:?}");
+    // On a terminal (script(1) gives it one) `import` draws its progress; in a pipe it does not.
+    let cmd = node.home.command(&["import", "--resource", "vt_granules"]);
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect();
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{tty:?}");
     assert!(
-        out.stdout
-            .contains("granules: 1 new, 0 changed, 0 vanished"),
-        "{}",
-        out.stdout
+        shown.contains("granules: 1 new, 0 changed, 0 vanished"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("dachs imp -c of vt_granules: 1 files"),
+        "no progress on a terminal: {shown}"
     );
     assert_eq!(node.count().as_deref(), Ok("1010"));
     assert_eq!(&node.commands()[before..], ["imp -c vt_granules/q"]);
+    let out = node.home.output(&["import", "--resource", "vt_granules"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "granules: 0 new, 0 changed, 0 vanished, 0 bytes; imported: nothing to import"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stderr.contains("dachs imp -c of"),
+        "a bar in a pipe: {}",
+        out.stderr
+    );
 
     // Provenance, by granule_uid (looked up over TAP) and by file name.
     let st = node.home.output(&["status", "--granule", "gnew00003"]);
