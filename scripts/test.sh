@@ -17,8 +17,10 @@ log "build and test packages"
 # git, nginx-light, fcgiwrap, apache2-utils: a GitLab-like smart-HTTP git server with token auth.
 # openssh-client, gnupg, gpgv: signing test commits and verifying them, as the agent does.
 # mandoc: lints the man pages. apache2: mod_dav, the B2SAFE/Davrods stand-in for granules.
+# rclone: the second WebDAV server. cloud-init, gettext-base: checks the cloud-init template.
 ensure_packages build-essential pkg-config libssl-dev curl ca-certificates prometheus \
-  git nginx-light fcgiwrap apache2-utils openssh-client gnupg gpgv openssl mandoc apache2
+  git nginx-light fcgiwrap apache2-utils openssh-client gnupg gpgv openssl mandoc apache2 \
+  rclone cloud-init gettext-base
 
 # A demo agent (scripts/demo.sh) converges the same DaCHS, /etc/gavo.rc included, every minute;
 # it would fight the tests that change them.
