@@ -230,7 +230,6 @@ pub async fn run(
 
         // An incremental import reads the pending files; a full one reads every file that is
         // on disk (those refused before the import never got there: they have no checksum).
-        let incremental = incremental(&resource_dir, res);
         let mut pending: Vec<GranuleRecord> = Vec::new();
         let mut on_disk: Vec<GranuleRecord> = Vec::new();
         for c in &res.collections {
@@ -245,7 +244,7 @@ pub async fn run(
         if !changed && pending.is_empty() {
             continue;
         }
-        if incremental {
+        if incremental(&resource_dir, res) {
             runtime.set_activity(format!(
                 "importing {} new or changed granule files of {}",
                 pending.len(),
