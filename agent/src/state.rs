@@ -525,14 +525,7 @@ impl StateStore {
 
     /// Granules by state, for the metrics.
     pub fn granule_counts(&self) -> Result<Vec<(String, i64)>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT state, COUNT(*) FROM granules GROUP BY state")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        granule_counts(&self.conn).map_err(|e| self.err(e))
     }
 
     /// Commits that failed and are not retried, for the failing-commit metric.
@@ -622,14 +615,7 @@ impl StateReader {
 
     /// Granules by state; stores before version 4 know none.
     pub fn granule_counts(&self) -> Result<Vec<(String, i64)>, StateError> {
-        let found = (|| {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT state, COUNT(*) FROM granules GROUP BY state ORDER BY state")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })();
-        found.or_else(|e| match classify(&self.path, e) {
+        granule_counts(&self.conn).or_else(|e| match classify(&self.path, e) {
             StateError::Sqlite { .. } => Ok(Vec::new()),
             e => Err(e),
         })
@@ -666,6 +652,13 @@ fn granules(
          WHERE resource = ?1 AND collection = ?2 ORDER BY path"
     ))?;
     let rows = stmt.query_map(params![resource, collection], granule_row)?;
+    rows.collect()
+}
+
+fn granule_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut stmt =
+        conn.prepare("SELECT state, COUNT(*) FROM granules GROUP BY state ORDER BY state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
 }
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::dav::{DavServer, PASSWORD, USER};
@@ -393,7 +393,7 @@ fn the_disk_reserve_stops_transfers_before_the_filesystem_fills() {
     b.put("a.dat", &body(1000, 1));
     std::fs::create_dir_all(b.target()).unwrap();
     // Well over what is free, whatever else the machine writes or deletes meanwhile.
-    let free = free_space(&b.target());
+    let (free, _) = vespa_agent::node::filesystem(&b.target()).unwrap();
     let limits = Limits {
         disk_reserve: free + 1_000_000_000,
         ..quick()
@@ -403,21 +403,6 @@ fn the_disk_reserve_stops_transfers_before_the_filesystem_fills() {
     assert_eq!(e.kind(), "disk_reserve");
     assert!(e.to_string().contains("granules.disk-reserve"), "{e}");
     assert!(b.landed().is_empty());
-}
-
-fn free_space(p: &Path) -> u64 {
-    let out = std::process::Command::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(p)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 /// The same sync against `rclone serve webdav`: its listing, its ETags, its Range answers.

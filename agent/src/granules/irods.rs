@@ -146,22 +146,18 @@ impl IrodsSource {
         timeout: Duration,
     ) -> Result<IrodsSource, GranuleError> {
         let (api, lpath) = split(source).map_err(GranuleError::Source)?;
-        let (user, password) = credential
-            .map(|c| c.trim_end_matches(['\n', '\r']))
-            .and_then(|c| c.split_once(':'))
-            .ok_or_else(|| {
-                GranuleError::Source(
-                    "an iRODS HTTP API collection needs a credential holding `user:password`"
-                        .into(),
-                )
-            })?;
+        let (user, password) = credential.and_then(super::user_password).ok_or_else(|| {
+            GranuleError::Source(
+                "an iRODS HTTP API collection needs a credential holding `user:password`".into(),
+            )
+        })?;
         let client = super::http_client(timeout)?;
         Ok(IrodsSource {
             api,
             lpath,
             client,
-            user: user.to_owned(),
-            password: password.to_owned(),
+            user,
+            password,
             token: Mutex::new(None),
         })
     }

@@ -106,6 +106,12 @@ pub(crate) fn http_client(
         .map_err(|e| GranuleError::Source(format!("HTTP client: {e}")))
 }
 
+/// A credential file's `user:password` (a trailing newline allowed).
+pub(crate) fn user_password(credential: &str) -> Option<(String, String)> {
+    let (u, p) = credential.trim_end_matches(['\n', '\r']).split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
 /// A listed path may only name a file below the target: no `..`, no root, nothing hidden the
 /// agent uses for itself.
 fn plain(path: &str) -> bool {

@@ -127,15 +127,9 @@ impl DavSource {
         }
         let auth = match credential {
             None => None,
-            Some(c) => {
-                let (u, p) = c
-                    .trim_end_matches(['\n', '\r'])
-                    .split_once(':')
-                    .ok_or_else(|| {
-                        GranuleError::Source("the credential file must hold `user:password`".into())
-                    })?;
-                Some((u.to_owned(), p.to_owned()))
-            }
+            Some(c) => Some(super::user_password(c).ok_or_else(|| {
+                GranuleError::Source("the credential file must hold `user:password`".into())
+            })?),
         };
         let client = super::http_client(timeout)?;
         Ok(DavSource { base, client, auth })

@@ -6,10 +6,12 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use super::httpd::{Listener, find, read_request};
 
 pub enum Fault {
     /// Answer with this status, without asking the server.
@@ -68,80 +70,25 @@ impl Plan {
 pub struct FaultProxy {
     pub port: u16,
     pub plan: Plan,
-    stop: Arc<AtomicBool>,
+    _listener: Listener,
 }
 
 impl FaultProxy {
     pub fn start(upstream_port: u16) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let plan = Plan::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (plan.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let p = p.clone();
-                std::thread::spawn(move || {
-                    let _ = serve(conn, upstream_port, &p);
-                });
-            }
-        });
-        FaultProxy { port, plan, stop }
+        let p = plan.clone();
+        let listener = Listener::start(move |conn| serve(conn, upstream_port, &p));
+        FaultProxy {
+            port: listener.port,
+            plan,
+            _listener: listener,
+        }
     }
 
     /// `url` with its port replaced by the proxy's.
     pub fn url(&self, url: &str, upstream_port: u16) -> String {
         url.replace(&format!(":{upstream_port}/"), &format!(":{}/", self.port))
     }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads one request: its head and, by Content-Length, its body.
-pub fn read_request(conn: &mut TcpStream) -> std::io::Result<Option<(String, Vec<u8>)>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = conn.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let length = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < length {
-        let n = conn.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Ok(Some((head, body)))
 }
 
 fn serve(mut conn: TcpStream, upstream_port: u16, plan: &Plan) -> std::io::Result<()> {

@@ -6,12 +6,10 @@
 //! with the same state for the same commit and name.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 
-use super::fault::read_request;
+use super::httpd::{Listener, form_decode, read_request, respond};
 
 pub const TOKEN: &str = "glpat-status-7e1d0c";
 
@@ -30,36 +28,21 @@ pub struct GitlabDouble {
     pub accepted: Arc<Mutex<Vec<Status>>>,
     /// Requests refused, with the status code.
     pub refused: Arc<Mutex<Vec<u16>>>,
-    stop: Arc<AtomicBool>,
-}
-
-fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(&s.replace('+', " "))
-        .decode_utf8_lossy()
-        .into_owned()
+    _listener: Listener,
 }
 
 impl GitlabDouble {
     pub fn start() -> GitlabDouble {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let d = GitlabDouble {
-            port,
-            accepted: Arc::default(),
-            refused: Arc::default(),
-            stop: Arc::default(),
-        };
-        let (accepted, refused, stop) = (d.accepted.clone(), d.refused.clone(), d.stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let _ = serve(conn, &accepted, &refused);
-            }
-        });
-        d
+        let accepted: Arc<Mutex<Vec<Status>>> = Arc::default();
+        let refused: Arc<Mutex<Vec<u16>>> = Arc::default();
+        let (a, r) = (accepted.clone(), refused.clone());
+        let listener = Listener::start(move |conn| serve(conn, &a, &r));
+        GitlabDouble {
+            port: listener.port,
+            accepted,
+            refused,
+            _listener: listener,
+        }
     }
 
     pub fn api_url(&self) -> String {
@@ -71,19 +54,8 @@ impl GitlabDouble {
     }
 }
 
-impl Drop for GitlabDouble {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
 fn answer(conn: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
-    write!(
-        conn,
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    respond(conn, status, "application/json", body.as_bytes())
 }
 
 fn serve(
@@ -120,7 +92,7 @@ fn serve(
     let form: BTreeMap<String, String> = String::from_utf8_lossy(&body)
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
+        .map(|(k, v)| (form_decode(k), form_decode(v)))
         .collect();
     let state = form.get("state").cloned().unwrap_or_default();
     if !["pending", "running", "success", "failed", "canceled"].contains(&state.as_str()) {

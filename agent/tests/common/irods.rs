@@ -13,16 +13,15 @@
 //! Checksums are iRODS's `sha2:<base64>` of the file, unless a test sets another one.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::base64;
 use super::dav::{PASSWORD, USER};
-use super::fault::read_request;
+use super::httpd::{Listener, form_decode, read_request, respond};
 
 pub const ZONE_PATH: &str = "/tempZone/home/alice";
 pub const API: &str = "/irods-http-api/0.7.0";
@@ -43,42 +42,28 @@ pub struct IrodsDouble {
     pub state: Arc<Mutex<State>>,
     pub lifetime: Arc<Mutex<Duration>>,
     pub max_rows: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
+    _listener: Listener,
 }
 
 impl IrodsDouble {
     pub fn start() -> IrodsDouble {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let root = tempfile::tempdir().unwrap();
-        let d = IrodsDouble {
-            port,
+        let ctx = Ctx {
+            root: root.path().to_owned(),
             state: Arc::default(),
             lifetime: Arc::new(Mutex::new(Duration::from_secs(3600))),
             max_rows: Arc::new(AtomicUsize::new(1000)),
-            stop: Arc::default(),
+        };
+        let c = ctx.clone();
+        let listener = Listener::start(move |conn| serve(conn, &c));
+        IrodsDouble {
+            port: listener.port,
             root,
-        };
-        let ctx = Ctx {
-            root: d.root.path().to_owned(),
-            state: d.state.clone(),
-            lifetime: d.lifetime.clone(),
-            max_rows: d.max_rows.clone(),
-        };
-        let stop = d.stop.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let ctx = ctx.clone();
-                std::thread::spawn(move || {
-                    let _ = serve(conn, &ctx);
-                });
-            }
-        });
-        d
+            state: ctx.state,
+            lifetime: ctx.lifetime,
+            max_rows: ctx.max_rows,
+            _listener: listener,
+        }
     }
 
     /// The collection's source as vespa-service.toml names it.
@@ -100,34 +85,12 @@ impl IrodsDouble {
     }
 }
 
-impl Drop for IrodsDouble {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
 #[derive(Clone)]
 struct Ctx {
     root: PathBuf,
     state: Arc<Mutex<State>>,
     lifetime: Arc<Mutex<Duration>>,
     max_rows: Arc<AtomicUsize>,
-}
-
-fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(&s.replace('+', " "))
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
-fn respond(conn: &mut TcpStream, status: u16, kind: &str, body: &[u8]) -> std::io::Result<()> {
-    write!(
-        conn,
-        "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    conn.write_all(body)
 }
 
 fn json(conn: &mut TcpStream, status: u16, v: serde_json::Value) -> std::io::Result<()> {
@@ -154,7 +117,7 @@ fn serve(mut conn: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
     let params: BTreeMap<String, String> = query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
+        .map(|(k, v)| (form_decode(k), form_decode(v)))
         .collect();
     let header = |name: &str| {
         head.lines().find_map(|l| {

@@ -7,6 +7,7 @@ pub mod dav;
 pub mod fault;
 pub mod git;
 pub mod gitlab;
+pub mod httpd;
 pub mod irods;
 pub mod rclone;
 
