@@ -61,8 +61,9 @@ pub enum Command {
         #[arg(long)]
         retry: bool,
     },
-    /// Show what the next pass would change (commit, files, imports, publications, removals)
-    /// without touching anything: exit 0 if nothing, 2 if something would change
+    /// Show what the next pass would change (commit, files, imports, publications, removals,
+    /// granules to transfer) without touching anything: exit 0 if nothing, 2 if something would
+    /// change
     Plan,
     /// Bring the applied revision's granule collections in step and import what changed, without
     /// fetching the repository: exit 0 if it succeeded (refused files are listed), 1 if not
