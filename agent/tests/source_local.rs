@@ -122,3 +122,29 @@ fn every_bad_service_file_is_refused_by_the_pipeline_and_current_stays() {
     }
     assert!(n >= 20, "only {n} bad files");
 }
+
+#[test]
+fn the_users_git_configuration_changes_nothing_the_agent_fetches() {
+    if !require_dachs() {
+        return;
+    }
+    let repo = LocalRepo::new();
+    let sha = repo.run(&["rev-parse", "HEAD"]);
+    let home = repo.home("");
+    // A ~/.gitconfig that would send the fetch elsewhere, if libgit2 read it.
+    let user = tempfile::tempdir().unwrap();
+    let url = repo.path().display().to_string();
+    std::fs::write(
+        user.path().join(".gitconfig"),
+        format!("[url \"/nonexistent/elsewhere\"]\n\tinsteadOf = {url}\n"),
+    )
+    .unwrap();
+    let out = home
+        .command(&["sync"])
+        .env("HOME", user.path())
+        .env("XDG_CONFIG_HOME", user.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(current(&home), Some(format!("revisions/{sha}")));
+}

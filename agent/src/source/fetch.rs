@@ -110,12 +110,35 @@ impl FetchError {
     }
 }
 
+/// Keeps libgit2 away from the system's, the user's and XDG git configuration: what the agent
+/// fetches must not depend on root's ~/.gitconfig, and under the packaged unit (ProtectHome=)
+/// merely looking for that file fails with "failed to stat '/root/.gitconfig'".
+fn isolate_git_config() -> Result<(), git2::Error> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let done = DONE.get_or_init(|| {
+        for level in [
+            git2::ConfigLevel::System,
+            git2::ConfigLevel::XDG,
+            git2::ConfigLevel::Global,
+            git2::ConfigLevel::ProgramData,
+        ] {
+            // SAFETY: runs once, before the first repository is opened; nothing else in the
+            // agent uses libgit2's global options concurrently.
+            unsafe { git2::opts::set_search_path(level, "") }
+                .map_err(|e| e.message().to_owned())?;
+        }
+        Ok(())
+    });
+    done.clone().map_err(|m| git2::Error::from_str(&m))
+}
+
 /// Opens the agent's bare mirror, creating it on first use.
 pub fn open_mirror(path: &Path) -> Result<Repository, FetchError> {
     let mirror = |e: git2::Error| FetchError::Mirror {
         path: path.to_owned(),
         reason: e.message().to_owned(),
     };
+    isolate_git_config().map_err(mirror)?;
     match Repository::open_bare(path) {
         Ok(r) => Ok(r),
         Err(_) if !path.exists() => Repository::init_bare(path).map_err(mirror),
