@@ -32,6 +32,7 @@ pub mod granules;
 pub mod hooks;
 pub mod http;
 pub mod journal;
+pub mod journald;
 pub mod logging;
 pub mod metrics;
 pub mod node;

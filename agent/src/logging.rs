@@ -24,12 +24,8 @@ pub fn init(verbosity: i8) {
     // systemd sets JOURNAL_STREAM when stderr is connected to the journal; only then do we log
     // natively, so that fields (COMMIT=, RESOURCE=...) stay searchable and nothing is logged twice.
     if std::env::var_os("JOURNAL_STREAM").is_some()
-        && let Ok(journald) = tracing_journald::layer()
+        && let Ok(journald) = crate::journald::Journald::connect("vespa-agent")
     {
-        // No prefix: fields go in as COMMIT=, RESOURCE=, MESSAGE_ID= (see crate::journal).
-        let journald = journald
-            .with_syslog_identifier("vespa-agent".into())
-            .with_field_prefix(None);
         tracing_subscriber::registry()
             .with(filter)
             .with(journald)
