@@ -41,9 +41,12 @@ fn agent(
     let secret = dest.with_extension("secret");
     std::fs::write(&secret, format!("{USER}:{PASSWORD}")).unwrap();
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let credential = vespa_agent::config::SecretFile::resolve(secret.to_str().unwrap(), None)
-        .and_then(|f| f.read())
-        .unwrap();
+    let credential = vespa_agent::config::SecretFile::resolve(
+        secret.to_str().unwrap(),
+        std::path::Path::new("/"),
+    )
+    .and_then(|f| f.read())
+    .unwrap();
     let job = Job {
         resource: "bench".into(),
         collection: Collection {

@@ -98,7 +98,7 @@ fn main() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    let token = SecretFile::resolve(token_path.to_str().unwrap(), None)
+    let token = SecretFile::resolve(token_path.to_str().unwrap(), std::path::Path::new("/"))
         .and_then(|f| f.read())
         .unwrap();
     let spec = FetchSpec {

@@ -185,7 +185,8 @@ mod tests {
         let g = GitlabSettings {
             api_url: "https://gitlab.example/api/v4".into(),
             project: "vespa/epn lab".into(),
-            token_file: crate::config::SecretFile::resolve("/dev/null", None).unwrap(),
+            token_file: crate::config::SecretFile::resolve("/dev/null", std::path::Path::new("/"))
+                .unwrap(),
             status_name: "vespa-agent/node1".into(),
         };
         assert_eq!(

@@ -82,10 +82,12 @@ impl Bench {
     }
 
     fn job(&self, known: Vec<GranuleRecord>, manifest: Option<&str>, limits: Limits) -> Job {
-        let credential =
-            vespa_agent::config::SecretFile::resolve(self.secret.to_str().unwrap(), None)
-                .and_then(|f| f.read())
-                .unwrap();
+        let credential = vespa_agent::config::SecretFile::resolve(
+            self.secret.to_str().unwrap(),
+            std::path::Path::new("/"),
+        )
+        .and_then(|f| f.read())
+        .unwrap();
         Job {
             resource: "faults".into(),
             collection: Collection {

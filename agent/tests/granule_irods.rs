@@ -20,9 +20,12 @@ fn job(source: String, target: &std::path::Path, known: Vec<GranuleRecord>, pass
     let secret = dir.join("credential");
     std::fs::write(&secret, format!("{USER}:{password}")).unwrap();
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let credential = vespa_agent::config::SecretFile::resolve(secret.to_str().unwrap(), None)
-        .and_then(|f| f.read())
-        .unwrap();
+    let credential = vespa_agent::config::SecretFile::resolve(
+        secret.to_str().unwrap(),
+        std::path::Path::new("/"),
+    )
+    .and_then(|f| f.read())
+    .unwrap();
     Job {
         resource: "irods".into(),
         collection: Collection {

@@ -265,7 +265,7 @@ pub const KEYS: &[KeySpec] = &[
         key: "granules.credentials-dir",
         default: Some("/etc/vespa-agent/credentials"),
         secret: false,
-        help: "a collection's `credential = NAME` is the file NAME here: `user:password`, mode 0600",
+        help: "credentials: a collection's `credential = NAME` is the file NAME here (`user:password`, mode 0600), and so is a `*-file` credential name when $CREDENTIALS_DIRECTORY is unset",
     },
     KeySpec {
         key: "granules.concurrency",
@@ -857,6 +857,10 @@ impl Settings {
         const DAY: Duration = Duration::from_secs(86_400);
         const HOUR: Duration = Duration::from_secs(3_600);
         let c = Checker { merged: &merged };
+        // Outside systemd (an operator's `vespa-agent status` at a shell), a credential name is
+        // the file of that name in the directory the unit loads credentials from.
+        let credentials_dir = c.parse("granules.credentials-dir", absolute_path)?;
+        let credentials = credentials.unwrap_or(&credentials_dir);
         let secret = |v: &str| {
             let file = SecretFile::resolve(v, credentials)?;
             file.check()?;
@@ -978,7 +982,7 @@ impl Settings {
             dachs,
             source,
             granules: GranuleSettings {
-                credentials_dir: c.parse("granules.credentials-dir", absolute_path)?,
+                credentials_dir: credentials_dir.clone(),
                 concurrency: c.parse("granules.concurrency", |v| match v.parse::<usize>() {
                     Ok(n) if (1..=64).contains(&n) => Ok(n),
                     _ => Err(format!("`{v}` must be a whole number from 1 to 64")),

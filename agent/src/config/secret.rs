@@ -1,6 +1,7 @@
 //! Secrets are never written in a configuration file: a `*-file` key names the file that holds
-//! one, either by absolute path or, under systemd, by the name of a credential that
-//! `LoadCredential=` placed in `$CREDENTIALS_DIRECTORY`.
+//! one, either by absolute path or by a credential name: under systemd a credential that
+//! `LoadCredential=` placed in `$CREDENTIALS_DIRECTORY`, otherwise a file in the credentials
+//! directory (`granules.credentials-dir`).
 
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
@@ -8,6 +9,10 @@ use std::path::{Path, PathBuf};
 
 /// The environment variable systemd sets for a unit with `LoadCredential=`.
 pub const CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
+
+/// What systemd puts before each file's name when a unit loads a directory of credentials
+/// under the id `vespa`.
+pub const UNIT_CREDENTIAL_PREFIX: &str = "vespa_";
 
 /// Where a secret lives. Holding one of these reveals nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,26 +39,27 @@ impl fmt::Debug for Secret {
 
 impl SecretFile {
     /// Resolves a `*-file` value: an absolute path, or a credential name (no slash) looked up
-    /// in `credentials_dir`.
-    pub fn resolve(value: &str, credentials_dir: Option<&Path>) -> Result<SecretFile, String> {
+    /// in `credentials_dir`, as NAME or as `vespa_NAME`: the packaged unit loads the whole
+    /// credentials directory with `LoadCredential=vespa:/etc/vespa-agent/credentials`, which
+    /// systemd names `vespa_<file>`.
+    pub fn resolve(value: &str, credentials_dir: &Path) -> Result<SecretFile, String> {
         let path = Path::new(value);
         if path.is_absolute() {
             return Ok(SecretFile { path: path.into() });
         }
         if value.is_empty() || value.contains('/') || value == "." || value == ".." {
             return Err(format!(
-                "`{value}` is neither an absolute path nor a systemd credential name"
+                "`{value}` is neither an absolute path nor a credential name"
             ));
         }
-        match credentials_dir {
-            Some(dir) => Ok(SecretFile {
-                path: dir.join(value),
-            }),
-            None => Err(format!(
-                "`{value}` names a systemd credential, but ${CREDENTIALS_ENV} is not set \
-                 (systemd sets it for units with LoadCredential=); give an absolute path instead"
-            )),
-        }
+        let plain = credentials_dir.join(value);
+        let loaded = credentials_dir.join(format!("{UNIT_CREDENTIAL_PREFIX}{value}"));
+        let path = if !plain.exists() && loaded.exists() {
+            loaded
+        } else {
+            plain
+        };
+        Ok(SecretFile { path })
     }
 
     /// Checks that the file exists, is a regular file, is not empty, and that neither its
@@ -107,22 +113,26 @@ mod tests {
 
     #[test]
     fn absolute_path_and_credential_name_resolve() {
-        let abs = SecretFile::resolve("/etc/vespa-agent/token", None).unwrap();
+        let c = Path::new("/run/creds/x");
+        let abs = SecretFile::resolve("/etc/vespa-agent/token", c).unwrap();
         assert_eq!(abs.path, Path::new("/etc/vespa-agent/token"));
-        let cred = SecretFile::resolve("gitlab-token", Some(Path::new("/run/creds/x"))).unwrap();
+        let cred = SecretFile::resolve("gitlab-token", c).unwrap();
         assert_eq!(cred.path, Path::new("/run/creds/x/gitlab-token"));
+        for bad in ["", "a/b", "..", "."] {
+            assert!(SecretFile::resolve(bad, c).is_err(), "{bad}");
+        }
     }
 
     #[test]
-    fn credential_name_without_credentials_directory_is_refused() {
-        let e = SecretFile::resolve("gitlab-token", None).unwrap_err();
-        assert!(e.contains("CREDENTIALS_DIRECTORY"), "{e}");
-        for bad in ["", "a/b", "..", "."] {
-            assert!(
-                SecretFile::resolve(bad, Some(Path::new("/c"))).is_err(),
-                "{bad}"
-            );
-        }
+    fn a_credential_the_unit_loaded_from_the_directory_is_found_by_its_file_name() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("vespa_gitlab-token"), "x").unwrap();
+        let cred = SecretFile::resolve("gitlab-token", t.path()).unwrap();
+        assert_eq!(cred.path, t.path().join("vespa_gitlab-token"));
+        // A credential of exactly that name wins.
+        std::fs::write(t.path().join("gitlab-token"), "y").unwrap();
+        let cred = SecretFile::resolve("gitlab-token", t.path()).unwrap();
+        assert_eq!(cred.path, t.path().join("gitlab-token"));
     }
 
     #[test]

@@ -310,8 +310,18 @@ fn credential_names_resolve_in_the_credentials_directory() {
         "etc/agent.toml",
         "[source]\nwebhook-secret-file = \"webhook\"\n",
     );
-    assert!(d.error().contains("CREDENTIALS_DIRECTORY"));
+    // Without $CREDENTIALS_DIRECTORY the name is looked up in granules.credentials-dir.
+    assert!(d.error().contains("credentials/webhook"), "{}", d.error());
     let creds = d.t.path().join("creds");
+    d.write(
+        "etc/agent.d/10-creds.toml",
+        &format!("[granules]\ncredentials-dir = \"{}\"\n", creds.display()),
+    );
+    let s = load_with(&d.layout(), None).unwrap();
+    assert_eq!(
+        s.source.webhook_secret_file.unwrap().path,
+        creds.join("webhook")
+    );
     let s = load_with(&d.layout(), Some(&creds)).unwrap();
     assert_eq!(
         s.source.webhook_secret_file.unwrap().path,

@@ -83,7 +83,7 @@ pub fn job(
     let credential = match &c.credential {
         None => None,
         Some(name) => Some(
-            SecretFile::resolve(&settings.credentials_dir.join(name).to_string_lossy(), None)
+            SecretFile::resolve(name, &settings.credentials_dir)
                 .and_then(|f| f.read())
                 .map_err(|m| GranuleError::Source(format!("credential `{name}`: {m}")))?,
         ),
