@@ -121,10 +121,12 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// The DaCHS account's uid and primary gid, when the agent runs as root and can give files
-    /// away; `None` otherwise (files then belong to the agent's own user).
+    /// The DaCHS account's uid and primary group, when the agent runs as root and may give
+    /// files away; `None` otherwise, and files belong to the agent's own user and group. The
+    /// packaged unit runs the agent as root with DaCHS's group `gavo` as its own group and
+    /// without CAP_CHOWN: what it writes is then root's and, without any chown, gavo's.
     pub fn of(user: &str) -> Option<Owner> {
-        if unsafe { libc::geteuid() } != 0 {
+        if unsafe { libc::geteuid() } != 0 || !may_chown() {
             return None;
         }
         let name = CString::new(user).ok()?;
@@ -146,6 +148,21 @@ impl Owner {
     }
 }
 
+/// Whether CAP_CHOWN is in this process's effective set (root under a unit that bounds its
+/// capabilities may lack it).
+fn may_chown() -> bool {
+    const CAP_CHOWN: u32 = 0;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| cap_effective(&s))
+        .is_some_and(|caps| caps & (1 << CAP_CHOWN) != 0)
+}
+
+fn cap_effective(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 /// Creates `dir` and its missing parents below `base`, each owned by `owner`.
 pub fn make_dirs(base: &Path, rel_dir: &Path, owner: Option<Owner>) -> Result<(), FilesError> {
     let mut at = base.to_owned();
@@ -153,7 +170,10 @@ pub fn make_dirs(base: &Path, rel_dir: &Path, owner: Option<Owner>) -> Result<()
         at.push(part);
         if !at.is_dir() {
             fs::create_dir(&at).map_err(io(&at))?;
-            fs::set_permissions(&at, fs::Permissions::from_mode(0o2775)).map_err(io(&at))?;
+            // Group-writable for DaCHS's group. No setgid bit, which the packaged unit may not
+            // set (RestrictSUIDSGID=): the agent's files get the group from Owner or from its
+            // own group, DaCHS's from its account's primary group.
+            fs::set_permissions(&at, fs::Permissions::from_mode(0o775)).map_err(io(&at))?;
             Owner::apply(owner, &at)?;
         }
     }
@@ -245,6 +265,17 @@ mod tests {
             fs::write(path, body).unwrap();
         }
         t
+    }
+
+    #[test]
+    fn the_effective_capabilities_are_read_from_proc_status() {
+        let status = "Name:\tvespa-agent\nCapInh:\t0000000000000000\nCapEff:\t00000000000000c0\n";
+        assert_eq!(cap_effective(status), Some(0xc0));
+        assert_eq!(cap_effective("CapEff:\tzz\n"), None);
+        assert_eq!(cap_effective("Name:\tx\n"), None);
+        // The tests run as root with every capability, or as a user without CAP_CHOWN.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert_eq!(may_chown(), root);
     }
 
     #[test]

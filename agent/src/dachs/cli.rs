@@ -166,9 +166,12 @@ impl Dachs {
                         uid, gid, groups, ..
                     } = a;
                     // SAFETY: between fork and exec only async-signal-safe calls are made
-                    // (setgroups, setgid, setuid: plain system calls on data prepared before).
+                    // (umask, setgroups, setgid, setuid: plain system calls on data prepared
+                    // before). DaCHS gets the usual umask whatever the agent's own (the unit's
+                    // is 0077): what `dachs imp` writes must stay readable by DaCHS's server.
                     unsafe {
                         c.pre_exec(move || {
+                            libc::umask(0o022);
                             if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                                 || libc::setgid(gid) != 0
                                 || libc::setuid(uid) != 0

@@ -5,6 +5,7 @@
 //! starts over); the partial file is kept for the next pass when the retries run out.
 
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -346,6 +347,9 @@ fn attempt_once(source: &Source, shared: &Shared, r: &Request, tmp: &Path, dest:
     let mtime = std::time::UNIX_EPOCH + Duration::from_millis(r.mtime_ms as u64);
     out.set_modified(mtime).map_err(|e| local(e, tmp))?;
     out.sync_all().map_err(|e| local(e, tmp))?;
+    // Readable by DaCHS whatever the agent's umask (the unit's is 0077).
+    out.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| local(e, tmp))?;
     if let Some(o) = r.owner {
         std::os::unix::fs::fchown(&out, Some(o.uid), Some(o.gid)).map_err(|e| local(e, tmp))?;
     }
