@@ -52,3 +52,14 @@ ensure_rust() {
     cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || die "the rustup component $c is missing: rustup component add $c"
   done
 }
+
+# ensure_cargo_tool NAME VERSION: `cargo install NAME@VERSION --locked` unless that version is
+# already on PATH.
+ensure_cargo_tool() {
+  local name=$1 version=$2
+  if "$name" --version 2>/dev/null | grep -qF "$version"; then
+    return 0
+  fi
+  log "cargo install $name@$version"
+  cargo install --locked --quiet "$name@$version"
+}

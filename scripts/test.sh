@@ -4,7 +4,9 @@
 # Steps: Debian build and test packages; PostgreSQL 15 + DaCHS 2.7 (scripts/setup-dachs.sh);
 # cargo fmt --check; mandoc lint of man/; cargo clippy -D warnings; cargo test (unit tests, and
 # integration tests that drive the real binary against the real DaCHS and a real smart-HTTP git
-# server). With CI=true a test whose component is missing fails instead of skipping.
+# server; agent/tests/delivery.rs builds the .deb, lints it, and boots a Debian 12 under
+# systemd-nspawn that cloud-init turns into a serving node). With CI=true a test whose component
+# is missing fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -18,9 +20,13 @@ log "build and test packages"
 # openssh-client, gnupg, gpgv: signing test commits and verifying them, as the agent does.
 # mandoc: lints the man pages. apache2: mod_dav, the B2SAFE/Davrods stand-in for granules.
 # rclone: the second WebDAV server. cloud-init, gettext-base: checks the cloud-init template.
+# lintian: checks the .deb. systemd-container, debootstrap: the bootstrap test boots a Debian 12
+# under systemd-nspawn (scripts/nspawn-rootfs.sh builds and caches its rootfs).
 ensure_packages build-essential pkg-config libssl-dev curl ca-certificates prometheus \
   git nginx-light fcgiwrap apache2-utils openssh-client gnupg gpgv openssl mandoc apache2 \
-  rclone cloud-init gettext-base
+  rclone cloud-init gettext-base lintian systemd-container debootstrap
+# cargo-deb builds the .deb; it is on crates.io, not in Debian.
+ensure_cargo_tool cargo-deb 3.8.0
 
 # A demo agent (scripts/demo.sh) converges the same DaCHS, /etc/gavo.rc included, every minute;
 # it would fight the tests that change them.

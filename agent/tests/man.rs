@@ -1,7 +1,8 @@
 //! The man pages vespa-agent(8) and vespa-agent.toml(5) are generated from the same sources as
 //! `--help` (the clap definitions) and `check-config` (the table of keys), plus hand-written
-//! sections in man/src/. This test fails when a committed page differs from what the code
-//! generates; `VESPA_WRITE_MAN=1 cargo test --test man` writes them anew.
+//! sections in man/src/; so is the defaults file the package ships in
+//! /usr/lib/vespa-agent/agent.d. This test fails when a committed file differs from what the
+//! code generates; `VESPA_WRITE_MAN=1 cargo test --test man` writes them anew.
 
 use std::path::{Path, PathBuf};
 
@@ -125,11 +126,51 @@ fn vespa_agent_toml_5() -> String {
     page
 }
 
+/// Every key with its built-in default (or, commented out, a key without one), as the
+/// package's lowest-priority configuration layer: a node's operator reads there what applies
+/// when /etc/vespa-agent says nothing.
+fn defaults_toml() -> String {
+    let mut out = String::from(
+        "# vespa-agent's built-in defaults: the agent has the same values compiled in, so this\n\
+         # file documents them. It is replaced on upgrade; put changes in a file in\n\
+         # /etc/vespa-agent/agent.d/ instead (see vespa-agent.toml(5)).\n",
+    );
+    let mut table = "";
+    for k in vespa_agent::config::KEYS {
+        let (t, name) = k.key.split_once('.').unwrap();
+        if t != table {
+            table = t;
+            out.push_str(&format!("\n[{t}]\n"));
+        }
+        out.push_str(&format!("# {}\n", k.help));
+        match k.default {
+            Some(d) => out.push_str(&format!("{name} = {}\n", toml_string(d))),
+            None => out.push_str(&format!("# {name} = (not set)\n")),
+        }
+    }
+    out
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[test]
+fn the_shipped_defaults_are_the_built_in_ones() {
+    let dir = root().join("packaging/agent.d");
+    let merged = vespa_agent::config::merge_files(&[dir.join("00-defaults.toml")]).unwrap();
+    for k in vespa_agent::config::KEYS {
+        let got = merged.get(k.key).map(|v| v.value.as_str());
+        assert_eq!(got, k.default, "{}", k.key);
+    }
+}
+
 #[test]
 fn the_man_pages_are_what_the_code_generates() {
     for (file, page) in [
         ("man/vespa-agent.8", vespa_agent_8()),
         ("man/vespa-agent.toml.5", vespa_agent_toml_5()),
+        ("packaging/agent.d/00-defaults.toml", defaults_toml()),
     ] {
         let path = root().join(file);
         if std::env::var_os("VESPA_WRITE_MAN").is_some() {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{eventually, free_port, missing};
+use super::{eventually, free_port, have, missing};
 
 pub const TOKEN: &str = "glpat-test-token-9f8e7d6c5b4a";
 
@@ -46,14 +46,6 @@ pub fn git(dir: &Path) -> Command {
         .env("GIT_COMMITTER_NAME", "Provider")
         .env("GIT_COMMITTER_EMAIL", "provider@example.org");
     c
-}
-
-fn have(bin: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 impl GitServer {

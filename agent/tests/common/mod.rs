@@ -34,6 +34,15 @@ pub fn missing(what: &str) {
     eprintln!("SKIPPED: {what} is missing (run the README's test command to install it)");
 }
 
+/// Whether a program is on PATH.
+pub fn have(bin: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
