@@ -51,6 +51,7 @@ impl FileSource {
                         version: format!("{}:{mtime}", meta.len()),
                         validator: None,
                         checksum: None,
+                        modified_ms: i64::try_from(mtime / 1_000_000).ok(),
                     });
                 }
             }

@@ -324,6 +324,8 @@ impl IrodsSource {
         let size: u64 = size.parse().map_err(|_| bad("the size is not a number"))?;
         let sum = sha256_of(checksum);
         Ok(Entry {
+            // iRODS gives seconds since the epoch, zero-padded.
+            modified_ms: mtime.trim().parse::<i64>().ok().map(|s| s * 1000),
             version: format!("{size}:{}:{checksum}", mtime.trim_start_matches('0')),
             validator: Some(format!("{size}:{mtime}:{checksum}")),
             checksum: sum,

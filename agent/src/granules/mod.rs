@@ -91,6 +91,9 @@ pub struct Entry {
     pub validator: Option<String>,
     /// The SHA-256 (hex) the source itself gives (iRODS's `sha2:`); verified like a manifest's.
     pub checksum: Option<String>,
+    /// When the source says the file last changed (ms since the epoch): the local copy gets it,
+    /// so that every node, and a rebuilt one, hands DaCHS the same file dates.
+    pub modified_ms: Option<i64>,
 }
 
 /// The HTTP client of a remote source: `timeout` bounds each wait (connect, headers, every
@@ -311,6 +314,7 @@ pub fn diff(job: &Job) -> Result<Diff, GranuleError> {
                 version: String::new(),
                 validator: None,
                 checksum: None,
+                modified_ms: None,
             };
             let mut text = String::new();
             source
@@ -391,8 +395,10 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
         todo,
         vanished,
     } = diff(job)?;
-    // Each file written now gets an mtime past every earlier one (increasing in path order),
-    // so that DaCHS's `fromdbUpdating` sees it as newer even within the same second.
+    // A file keeps its source's modification time, the same on every node. DaCHS's
+    // `fromdbUpdating` re-imports a file only when its date is newer than the one it recorded
+    // for it, so a date that is not newer than this node's last copy of that file (a source
+    // without dates, a file replaced by an older one) gives way to one past every earlier one.
     let first_mtime = job
         .known
         .iter()
@@ -400,7 +406,18 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
         .max()
         .map_or(0, |m| m + 1000)
         .max(now_ms());
-    let mtime_of = |i: usize| first_mtime + i as i64;
+    let known_mtime: std::collections::HashMap<&str, i64> = job
+        .known
+        .iter()
+        .map(|g| (g.path.as_str(), g.mtime_ms))
+        .collect();
+    let mtime_of = |i: usize| {
+        let e = &todo[i].entry;
+        match e.modified_ms {
+            Some(m) if m > 0 && known_mtime.get(e.path.as_str()).is_none_or(|k| m > *k) => m,
+            _ => first_mtime + i as i64,
+        }
+    };
     let mut out = Synced::default();
     files::make_dirs(
         job.target.parent().unwrap_or(Path::new("/")),

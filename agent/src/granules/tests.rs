@@ -119,6 +119,7 @@ fn bad_listings_and_short_reads_are_refused_and_leave_nothing() {
         version: "x".into(),
         validator: None,
         checksum: None,
+        modified_ms: None,
     };
     let shared = transfer::Shared::new(transfer::Limits::default());
     let request = transfer::Request {
@@ -208,4 +209,35 @@ fn a_manifest_admits_only_files_it_vouches_for() {
             .collect::<Vec<_>>(),
         ["b.csv"]
     );
+}
+
+#[test]
+fn files_keep_their_source_date_unless_it_would_not_look_newer_to_dachs() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let target = dst.path().join("data");
+    let set_mtime = |name: &str, secs: u64| {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(src.path().join(name))
+            .unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+            .unwrap();
+    };
+    write(src.path(), "a.csv", "a");
+    set_mtime("a.csv", 1_700_000_000);
+    let first = sync(&job(src.path(), &target, Vec::new())).unwrap();
+    // Two nodes (or one rebuilt) copying the same source hand DaCHS the same date.
+    assert_eq!(first.fetched[0].mtime_ms, 1_700_000_000_000);
+    let other = tempfile::tempdir().unwrap();
+    let second = sync(&job(src.path(), &other.path().join("data"), Vec::new())).unwrap();
+    assert_eq!(second.fetched[0].mtime_ms, first.fetched[0].mtime_ms);
+
+    // Replaced by content dated earlier: DaCHS would skip a file not newer than it recorded,
+    // so the copy is dated past every earlier one instead.
+    write(src.path(), "a.csv", "older content");
+    set_mtime("a.csv", 1_600_000_000);
+    let next = sync(&job(src.path(), &target, first.fetched.clone())).unwrap();
+    assert_eq!(next.changed, 1);
+    assert!(next.fetched[0].mtime_ms > first.fetched[0].mtime_ms);
 }

@@ -216,12 +216,19 @@ impl DavSource {
                     Some(e) if !e.starts_with("W/") => Some(format!("\"{e}\"")),
                     _ => item.modified.clone(),
                 };
+                let modified_ms = item
+                    .modified
+                    .as_deref()
+                    .and_then(|d| httpdate::parse_http_date(d).ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .and_then(|d| i64::try_from(d.as_millis()).ok());
                 out.push(Entry {
                     path: rel.trim_end_matches('/').to_owned(),
                     size,
                     version,
                     validator,
                     checksum: None,
+                    modified_ms,
                 });
             }
         }
@@ -343,6 +350,7 @@ mod tests {
             version: String::new(),
             validator: None,
             checksum: None,
+            modified_ms: None,
         };
         let u = s.url(&e).to_string();
         assert_eq!(u, "https://b2safe.example.eu/dav/epnlab/sub/g%201.csv");
