@@ -9,6 +9,7 @@ pub mod git;
 pub mod gitlab;
 pub mod httpd;
 pub mod irods;
+pub mod node;
 pub mod rclone;
 
 use std::io::{Read, Write};
