@@ -339,3 +339,36 @@ pub fn show_granule(settings: &Settings, what: &str, as_json: bool) -> anyhow::R
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `status --digest`: the applied revision and every deployed table read whole over TAP.
+pub fn show_digest(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
+    let Some(store) = StateReader::open(&settings.state_dir)? else {
+        anyhow::bail!("no state store yet: the agent has not run on this node");
+    };
+    let revision = store.meta(crate::state::APPLIED)?;
+    let mut tables: Vec<String> = store
+        .resources()?
+        .into_iter()
+        .flat_map(|r| r.tables)
+        .collect();
+    tables.sort();
+    let d = &settings.dachs;
+    let tap = crate::dachs::tap::TapClient::new(&d.url, d.query_timeout);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let digests = rt.block_on(async {
+        let mut out = Vec::new();
+        for t in &tables {
+            out.push(crate::digest::table(&tap, t).await?);
+        }
+        Ok::<_, crate::digest::DigestError>(out)
+    })?;
+    let digest = crate::digest::NodeDigest::new(revision, digests);
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&digest)?);
+    } else {
+        print!("{}", digest.lines());
+    }
+    Ok(ExitCode::SUCCESS)
+}

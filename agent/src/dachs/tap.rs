@@ -93,16 +93,27 @@ impl TapClient {
 
     /// Runs one ADQL query and returns its rows as text.
     pub async fn query(&self, adql: &str) -> Result<Answer, TapError> {
+        self.query_max(adql, None).await
+    }
+
+    /// [`query`](Self::query) with MAXREC: DaCHS cuts a synchronous answer at a default limit
+    /// unless told otherwise, and says OVERFLOW when it cut.
+    pub async fn query_max(&self, adql: &str, maxrec: Option<u64>) -> Result<Answer, TapError> {
         let url = || self.sync_url.clone();
+        let maxrec = maxrec.map(|n| n.to_string());
+        let mut form = vec![
+            ("REQUEST", "doQuery"),
+            ("LANG", "ADQL"),
+            ("RESPONSEFORMAT", "votable/td"),
+            ("QUERY", adql),
+        ];
+        if let Some(m) = &maxrec {
+            form.push(("MAXREC", m));
+        }
         let resp = self
             .http
             .post(&self.sync_url)
-            .form(&[
-                ("REQUEST", "doQuery"),
-                ("LANG", "ADQL"),
-                ("RESPONSEFORMAT", "votable/td"),
-                ("QUERY", adql),
-            ])
+            .form(&form)
             .send()
             .await
             .map_err(|e| TapError::Unreachable {
