@@ -17,7 +17,9 @@
 //! - [`state`]: the SQLite state store (passes, commits; later granules).
 //! - [`runtime`]: the live status shared by the loop, the endpoints and the watchdog.
 //! - [`metrics`], [`http`]: what Prometheus and operators read.
-//! - [`systemd`], [`logging`]: sd_notify and journald.
+//! - [`systemd`], [`logging`], [`journald`]: sd_notify and the journal.
+//! - [`digest`]: what a node serves, as one comparable hash (`status --digest`).
+//! - [`rebuild`]: `vespa-agent rebuild`, the node repaired in place from its sources of truth.
 //! - [`watch`]: inotify on the deployed resources, so that drift is checked in seconds.
 
 pub mod apply;
@@ -26,6 +28,7 @@ pub mod config;
 pub mod control;
 pub mod dachs;
 pub mod daemon;
+pub mod digest;
 pub mod exit;
 pub mod gitlab;
 pub mod granules;
@@ -36,6 +39,7 @@ pub mod journald;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod rebuild;
 pub mod reconcile;
 pub mod runtime;
 pub mod service;

@@ -417,6 +417,20 @@ impl StateStore {
             .map_err(|e| self.err(e))
     }
 
+    /// Forgets every deployed resource, every granule and the applied revision, in one
+    /// transaction: the next pass deploys as on a fresh node (`vespa-agent rebuild`).
+    pub fn forget_deployments(&self) -> Result<(), StateError> {
+        self.conn
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE; DELETE FROM resources; DELETE FROM granules; \
+                 DELETE FROM meta WHERE key = '{APPLIED}'; COMMIT;"
+            ))
+            .map_err(|e| {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.err(e)
+            })
+    }
+
     /// Forgets a resource and its granules (their files went with its directory).
     pub fn remove_resource(&self, dir: &str) -> Result<(), StateError> {
         self.conn

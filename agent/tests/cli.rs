@@ -153,9 +153,9 @@ fn version_names_the_build() {
 }
 
 #[test]
-fn commands_of_later_releases_are_not_pretended() {
+fn an_unknown_command_is_refused_with_usage() {
     let home = Home::new("http://127.0.0.1:8080", "");
-    let out = home.output(&["rebuild"]);
+    let out = home.output(&["autorebuild"]);
     assert_eq!(out.code(), 2, "{out:?}");
     assert!(
         out.stderr.contains("unrecognized subcommand"),

@@ -85,6 +85,25 @@ pub enum Command {
         /// its collection, or just its name)
         #[arg(long, value_name = "UID_OR_PATH")]
         granule: Option<String>,
+        /// Print a digest of what this node serves instead: the applied revision and, per
+        /// deployed table, its row count and a hash of its rows read over TAP; two nodes (or one
+        /// before and after a rebuild) serve the same when their last lines are equal
+        #[arg(long, conflicts_with = "granule")]
+        digest: bool,
+    },
+    /// Repair this node in place from its sources of truth: reinstall PostgreSQL and DaCHS if
+    /// they are missing, start them, make DaCHS's database anew if it or /var/gavo is gone,
+    /// then deploy every resource and import every granule again. As root, with the daemon
+    /// stopped (`systemctl start vespa-agent-rebuild` does both); each step can be run again
+    Rebuild {
+        /// Only say what each step finds and would do
+        #[arg(long)]
+        dry_run: bool,
+        /// Ask OpenStack Nova to rebuild this VM from its image instead (level 2); cloud-init
+        /// then sets the node up again. Checks the server id with the metadata service, refuses
+        /// a locked or busy server and a second rebuild within openstack.rebuild-interval
+        #[arg(long)]
+        vm: bool,
     },
     /// Print the version and the git revision it was built from
     Version,
@@ -127,10 +146,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("configuration is valid");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json, granule } => {
+        Command::Status {
+            json,
+            granule,
+            digest,
+        } => {
             let settings = config::load(&layout)?;
             match granule {
                 Some(g) => status::show_granule(&settings, &g, json),
+                None if digest => status::show_digest(&settings, json),
                 None => status::show(&settings, json),
             }
         }
@@ -153,6 +177,18 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(crate::daemon::sync_once(settings, retry))
+        }
+        Command::Rebuild { dry_run, vm } => {
+            let settings = config::load(&layout)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            if vm {
+                rt.block_on(crate::rebuild::run_vm(settings, dry_run))
+            } else {
+                rt.block_on(crate::rebuild::run(settings, dry_run))
+            }
         }
         Command::Run => {
             let settings = config::load(&layout)?;

@@ -54,6 +54,18 @@ pub struct Fragment {
     pub source: Option<SourceFragment>,
     pub granules: Option<GranulesFragment>,
     pub gitlab: Option<GitlabFragment>,
+    pub openstack: Option<OpenstackFragment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OpenstackFragment {
+    pub auth_url: Option<Value>,
+    pub credential_file: Option<Value>,
+    pub server_id: Option<Value>,
+    pub image: Option<Value>,
+    pub metadata_url: Option<Value>,
+    pub rebuild_interval: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -262,6 +262,42 @@ pub const KEYS: &[KeySpec] = &[
         help: "the status's name in GitLab (unset: vespa-agent/<hostname>)",
     },
     KeySpec {
+        key: "openstack.auth-url",
+        default: None,
+        secret: false,
+        help: "Keystone v3, like https://keystone.example:5000/v3 (set it to allow `rebuild --vm`)",
+    },
+    KeySpec {
+        key: "openstack.credential-file",
+        default: None,
+        secret: true,
+        help: "a Keystone application credential as `id:secret`, mode 0600 (a path or a credential name)",
+    },
+    KeySpec {
+        key: "openstack.server-id",
+        default: None,
+        secret: false,
+        help: "this VM's server id: `rebuild --vm` refuses when the metadata service names another",
+    },
+    KeySpec {
+        key: "openstack.image",
+        default: None,
+        secret: false,
+        help: "the image id to rebuild from (unset: the server's current image)",
+    },
+    KeySpec {
+        key: "openstack.metadata-url",
+        default: Some("http://169.254.169.254"),
+        secret: false,
+        help: "the metadata service, which tells a VM its own server id",
+    },
+    KeySpec {
+        key: "openstack.rebuild-interval",
+        default: Some("24h"),
+        secret: false,
+        help: "at most one VM rebuild per this period, recorded in the server's metadata in Nova (1h to 30d)",
+    },
+    KeySpec {
         key: "granules.credentials-dir",
         default: Some("/etc/vespa-agent/credentials"),
         secret: false,
@@ -325,8 +361,21 @@ pub struct Settings {
     pub granules: GranuleSettings,
     /// Commit status reporting; None unless `gitlab.report` is on.
     pub gitlab: Option<GitlabSettings>,
+    /// Rebuilding this VM through OpenStack; None unless `openstack.auth-url` is set.
+    pub openstack: Option<OpenstackSettings>,
     /// What was merged, for `check-config` and `/status`.
     pub merged: Merged,
+}
+
+#[derive(Clone, Debug)]
+pub struct OpenstackSettings {
+    /// Ends without `/`: `https://keystone.example:5000/v3`.
+    pub auth_url: String,
+    pub credential_file: SecretFile,
+    pub server_id: String,
+    pub image: Option<String>,
+    pub metadata_url: String,
+    pub rebuild_interval: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -554,6 +603,14 @@ fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
         put("gitlab.token-file", g.token_file);
         put("gitlab.status-name", g.status_name);
     }
+    if let Some(o) = f.openstack {
+        put("openstack.auth-url", o.auth_url);
+        put("openstack.credential-file", o.credential_file);
+        put("openstack.server-id", o.server_id);
+        put("openstack.image", o.image);
+        put("openstack.metadata-url", o.metadata_url);
+        put("openstack.rebuild-interval", o.rebuild_interval);
+    }
     if let Some(g) = f.granules {
         put("granules.credentials-dir", g.credentials_dir);
         put("granules.concurrency", g.concurrency);
@@ -671,6 +728,16 @@ fn absolute_path(v: &str) -> Result<PathBuf, String> {
         return Err(format!("`{v}` must be an absolute path"));
     }
     Ok(p)
+}
+
+/// A Nova or Glance id: a UUID, or at least nothing that could leave its place in a URL path.
+fn openstack_id(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(format!(
+            "`{v}` is not an id like 0e6d3a3c-5c5f-4b8e-9a43-2f0d2c1b7e11"
+        ));
+    }
+    Ok(v.to_owned())
 }
 
 fn http_url(v: &str) -> Result<String, String> {
@@ -971,6 +1038,29 @@ impl Settings {
             false => None,
             true => Some(gitlab_settings(&c, &source, secret)?),
         };
+        let openstack = match c.optional("openstack.auth-url", http_url)? {
+            None => None,
+            Some(auth_url) => {
+                let needed = |key: &'static str| {
+                    c.fail(
+                        "openstack.auth-url",
+                        format!("set {key} too: `rebuild --vm` needs it"),
+                    )
+                };
+                Some(OpenstackSettings {
+                    auth_url,
+                    credential_file: c
+                        .optional("openstack.credential-file", secret)?
+                        .ok_or_else(|| needed("openstack.credential-file"))?,
+                    server_id: c
+                        .optional("openstack.server-id", openstack_id)?
+                        .ok_or_else(|| needed("openstack.server-id"))?,
+                    image: c.optional("openstack.image", openstack_id)?,
+                    metadata_url: c.parse("openstack.metadata-url", http_url)?,
+                    rebuild_interval: c.duration("openstack.rebuild-interval", HOUR, 30 * DAY)?,
+                })
+            }
+        };
         let settings = Settings {
             state_dir: c.parse("agent.state-dir", absolute_path)?,
             http_listen: c.parse("http.listen", |v| {
@@ -996,6 +1086,7 @@ impl Settings {
                 stall_timeout: c.duration("granules.stall-timeout", SECOND, HOUR)?,
             },
             gitlab,
+            openstack,
             merged: Merged::default(),
         };
         Ok(Settings { merged, ..settings })

@@ -10,6 +10,7 @@ pub mod gitlab;
 pub mod httpd;
 pub mod irods;
 pub mod node;
+pub mod openstack;
 pub mod rclone;
 
 use std::io::{Read, Write};
