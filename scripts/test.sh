@@ -50,4 +50,5 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "cargo test"
-cargo test --workspace --locked
+# --no-fail-fast: one run reports every failing test binary, not only the first.
+cargo test --workspace --locked --no-fail-fast

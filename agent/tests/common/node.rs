@@ -431,7 +431,10 @@ pub fn serving_node(name: &str) -> Option<Served> {
     let active = node.show("vespa-agent", "ActiveState");
     assert_eq!(active, "active", "{}", report("vespa-agent is not active"));
     assert_eq!(node.show("vespa-agent", "Type"), "notify");
-    assert_eq!(node.show("dachs", "ActiveState"), "active");
+    // The agent's first pass writes gavo.rc and restarts DaCHS: it may be on its way back.
+    eventually("dachs.service active", Duration::from_secs(120), || {
+        (node.show("dachs", "ActiveState") == "active").then_some(())
+    });
     // DaCHS's admin password is in gavo.rc, which must stay unreadable to others.
     let rc = node.sh("stat -c %a:%G /etc/gavo.rc; grep -c '^adminpasswd' /etc/gavo.rc");
     assert_eq!(rc.split_whitespace().collect::<Vec<_>>(), ["640:gavo", "1"]);
