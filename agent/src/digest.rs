@@ -96,16 +96,12 @@ pub async fn table(tap: &TapClient, table: &str) -> Result<TableDigest, DigestEr
         table: table.to_owned(),
         message,
     };
+    let count = crate::reconcile::pass::count_rows(tap, table).await;
+    let n = match (count.rows, count.error) {
+        (Some(n), _) => u64::try_from(n).map_err(|_| answer_err(format!("a count of {n}")))?,
+        (None, error) => return Err(answer_err(error.unwrap_or_default())),
+    };
     // The names passed the RD check: identifiers only, safe in ADQL.
-    let count = tap
-        .query(&format!("SELECT COUNT(*) FROM {table}"))
-        .await
-        .map_err(tap_err)?;
-    let n: u64 = count
-        .rows
-        .first()
-        .and_then(|r| r.first()?.parse().ok())
-        .ok_or_else(|| answer_err("the answer holds no count".into()))?;
     let all = tap
         .query_max(&format!("SELECT * FROM {table}"), Some(n.max(1)))
         .await

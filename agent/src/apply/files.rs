@@ -3,7 +3,6 @@
 //! Listing, hashing, staging and putting them in place under DaCHS's inputs directory.
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -129,14 +128,7 @@ impl Owner {
         if unsafe { libc::geteuid() } != 0 || !may_chown() {
             return None;
         }
-        let name = CString::new(user).ok()?;
-        // SAFETY: getpwnam returns a pointer to static storage or null; it is read at once,
-        // and only one pass (one thread) looks users up at a time.
-        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-        if pw.is_null() {
-            return None;
-        }
-        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        let (uid, gid, _) = crate::dachs::cli::passwd(user)?;
         Some(Owner { uid, gid })
     }
 

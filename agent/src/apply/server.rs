@@ -97,7 +97,7 @@ pub async fn restore(cx: &ApplyContext<'_>, changed: &Changed) -> Result<(), Str
 
 /// Replaces the file through a temporary one and a rename, keeping its mode (0644 when new:
 /// DaCHS reads it as the server's own user).
-fn write(path: &Path, text: &str) -> Result<(), String> {
+pub(crate) fn write(path: &Path, text: &str) -> Result<(), String> {
     let err = |e: std::io::Error| format!("{}: {e}", path.display());
     let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
     let name = path.file_name().unwrap_or_default().to_string_lossy();

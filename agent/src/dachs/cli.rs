@@ -70,24 +70,30 @@ struct Account {
     home: String,
 }
 
+/// An account's uid, primary gid and home directory, from the password database.
+pub(crate) fn passwd(user: &str) -> Option<(libc::uid_t, libc::gid_t, String)> {
+    let name = std::ffi::CString::new(user).ok()?;
+    // SAFETY: getpwnam returns static storage or null, read at once; one pass at a time looks
+    // accounts up.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    Some(unsafe {
+        (
+            (*pw).pw_uid,
+            (*pw).pw_gid,
+            std::ffi::CStr::from_ptr((*pw).pw_dir)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    })
+}
+
 impl Account {
     fn lookup(user: &str) -> Option<Account> {
         let name = std::ffi::CString::new(user).ok()?;
-        // SAFETY: getpwnam returns static storage or null, read at once; one pass at a time
-        // looks accounts up.
-        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-        if pw.is_null() {
-            return None;
-        }
-        let (uid, gid, home) = unsafe {
-            (
-                (*pw).pw_uid,
-                (*pw).pw_gid,
-                std::ffi::CStr::from_ptr((*pw).pw_dir)
-                    .to_string_lossy()
-                    .into_owned(),
-            )
-        };
+        let (uid, gid, home) = passwd(user)?;
         let mut n: libc::c_int = 64;
         loop {
             let mut groups = vec![0 as libc::gid_t; n as usize];

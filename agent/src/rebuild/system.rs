@@ -85,7 +85,7 @@ fn apt_install(packages: &[&str]) -> Result<(), SystemError> {
 
 /// Removes the two obsolete DaCHS compatibility operators from pg_sphere's script (the fix for
 /// PostgreSQL 15.20); does nothing when they are gone or the file is not there.
-pub fn fix_pgsphere(path: &Path) -> std::io::Result<bool> {
+pub fn fix_pgsphere(path: &Path) -> Result<bool, String> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(false);
     };
@@ -93,9 +93,7 @@ pub fn fix_pgsphere(path: &Path) -> std::io::Result<bool> {
     if fixed == text {
         return Ok(false);
     }
-    let tmp = path.with_extension("sql.vespa-tmp");
-    std::fs::write(&tmp, &fixed)?;
-    std::fs::rename(&tmp, path)?;
+    crate::apply::server::write(path, &fixed)?;
     Ok(true)
 }
 
@@ -129,9 +127,9 @@ pub fn install_packages(missing: &[&str]) -> Result<(), SystemError> {
         apt_install(&pg)?;
     }
     start_postgresql()?;
-    fix_pgsphere(Path::new(PGSPHERE_SQL)).map_err(|e| SystemError {
+    fix_pgsphere(Path::new(PGSPHERE_SQL)).map_err(|message| SystemError {
         command: format!("fix {PGSPHERE_SQL}"),
-        message: e.to_string(),
+        message,
     })?;
     if missing.contains(&DACHS_PACKAGE) {
         std::fs::write(POLICY_RC_D, "#!/bin/sh\nexit 101\n")

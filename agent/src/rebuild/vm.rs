@@ -96,7 +96,7 @@ pub async fn rebuild(o: &OpenstackSettings, reason: &str, dry_run: bool) -> Resu
         .credential_file
         .read()
         .map_err(|m| api("openstack.credential-file", m))?;
-    let (id, key) = secret.expose().split_once(':').ok_or_else(|| {
+    let (id, key) = crate::granules::user_password(secret.expose()).ok_or_else(|| {
         api(
             "openstack.credential-file",
             "must hold `id:secret` of an application credential",
