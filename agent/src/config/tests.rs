@@ -387,3 +387,65 @@ fn sizes_read_as_written() {
         assert!(byte_size(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn openstack_settings_are_checked_where_they_are_written() {
+    let d = Dir::new();
+    assert!(
+        d.load().unwrap().openstack.is_none(),
+        "off unless auth-url is set"
+    );
+    let cred = d.secret("etc/credentials/openstack", 0o600);
+    d.write(
+        "etc/agent.d/30-openstack.toml",
+        "[openstack]\nauth-url = \"https://keystone.example:5000/v3/\"\n",
+    );
+    let e = d.error();
+    assert!(
+        e.contains("30-openstack.toml:2:") && e.contains("set openstack.credential-file too"),
+        "{e}"
+    );
+    for (bad, says) in [
+        ("server-id = \"../servers/other\"", "is not an id"),
+        ("server-id = \"a b\"", "is not an id"),
+        ("image = \"x/y\"", "is not an id"),
+        (
+            "metadata-url = \"ftp://169.254.169.254\"",
+            "http:// or https://",
+        ),
+        ("rebuild-interval = \"5m\"", "out of range"),
+    ] {
+        let id = if bad.starts_with("server-id") {
+            "image = \"debian-12\""
+        } else {
+            "server-id = \"6a0e4b1c-2f4d\""
+        };
+        d.write(
+            "etc/agent.d/30-openstack.toml",
+            &format!(
+                "[openstack]\nauth-url = \"https://keystone.example:5000/v3\"\n\
+                 credential-file = \"{}\"\n{id}\n{bad}\n",
+                cred.display()
+            ),
+        );
+        let e = d.error();
+        assert!(
+            e.contains("30-openstack.toml:5:") && e.contains(says),
+            "{bad}: {e}"
+        );
+        assert!(!e.contains("glpat"), "{e}");
+    }
+    d.write(
+        "etc/agent.d/30-openstack.toml",
+        &format!(
+            "[openstack]\nauth-url = \"https://keystone.example:5000/v3/\"\n\
+             credential-file = \"{}\"\nserver-id = \"6a0e4b1c-2f4d\"\n",
+            cred.display()
+        ),
+    );
+    let o = d.load().unwrap().openstack.unwrap();
+    assert_eq!(o.auth_url, "https://keystone.example:5000/v3");
+    assert_eq!(o.metadata_url, "http://169.254.169.254");
+    assert_eq!(o.rebuild_interval, std::time::Duration::from_secs(86_400));
+    assert_eq!(o.image, None);
+}
