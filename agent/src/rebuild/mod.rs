@@ -29,6 +29,9 @@ use crate::dachs::cli::Dachs;
 use crate::dachs::tap::TapClient;
 use crate::state::StateStore;
 
+/// In DaCHS's root directory while the rebuild makes its database anew.
+const DATABASE_PENDING: &str = ".vespa-agent-database-pending";
+
 /// How long DaCHS may take to answer after a (re)start.
 const DACHS_START: Duration = Duration::from_secs(120);
 
@@ -114,13 +117,12 @@ pub async fn run(settings: Settings, dry_run: bool) -> anyhow::Result<ExitCode> 
         system::start_postgresql().context("starting PostgreSQL")?;
     }
 
-    let rootdir_ok = settings
-        .dachs
-        .inputs_dir
-        .parent()
-        .is_some_and(|root| root.join("etc/feed").exists())
-        && settings.dachs.inputs_dir.is_dir();
-    let db_ok = system::database_exists() && system::database_initialised();
+    let rootdir_ok =
+        dachs_root(&settings)?.join("etc/feed").exists() && settings.dachs.inputs_dir.is_dir();
+    // A rebuild killed while it made the database leaves the schema half made, which the
+    // database cannot tell: its marker says so until `dachs upgrade` has finished.
+    let interrupted = dachs_root(&settings)?.join(DATABASE_PENDING).exists();
+    let db_ok = !interrupted && system::database_exists() && system::database_initialised();
     if db_ok && rootdir_ok {
         say("database", "ok");
     } else if dry_run {
@@ -167,15 +169,13 @@ pub async fn run(settings: Settings, dry_run: bool) -> anyhow::Result<ExitCode> 
 /// dropdb, createdb, createuser, `dachs init`, `dachs upgrade`: what the package's postinst
 /// does on a fresh node, with the server stopped so that nothing holds the old database.
 async fn recreate_database(settings: &Settings) -> anyhow::Result<()> {
+    let root = dachs_root(settings)?;
+    prepare_root(root, &settings.dachs.user)?;
+    let pending = root.join(DATABASE_PENDING);
+    std::fs::write(&pending, "").with_context(|| format!("writing {}", pending.display()))?;
     system::stop_dachs_server(&settings.dachs.bin);
     system::drop_database().context("dropping DaCHS's database")?;
     system::create_database(&settings.dachs.user).context("creating DaCHS's database")?;
-    let root = settings
-        .dachs
-        .inputs_dir
-        .parent()
-        .context("dachs.inputs-dir has no parent: where is DaCHS's root directory?")?;
-    prepare_root(root, &settings.dachs.user)?;
     // As the package's postinst runs them (`su dachsroot -c`), told the running cluster's
     // port: `dachs init` connects through libpq's default, 5432, whatever the cluster's.
     let bin = settings.dachs.bin.to_string_lossy();
@@ -193,17 +193,24 @@ async fn recreate_database(settings: &Settings) -> anyhow::Result<()> {
         ])
         .with_context(|| format!("dachs {step}"))?;
     }
+    std::fs::remove_file(&pending).with_context(|| format!("removing {}", pending.display()))?;
     Ok(())
+}
+
+/// DaCHS's root directory (/var/gavo): the parent of its inputs directory.
+fn dachs_root(settings: &Settings) -> anyhow::Result<&Path> {
+    settings
+        .dachs
+        .inputs_dir
+        .parent()
+        .context("dachs.inputs-dir has no parent: where is DaCHS's root directory?")
 }
 
 /// DaCHS's root directory, owned by its account as the postinst leaves it.
 fn prepare_root(root: &Path, user: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-    let name = std::ffi::CString::new(user)?;
-    // SAFETY: getpwnam returns static storage or null, read at once.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    anyhow::ensure!(!pw.is_null(), "no account `{user}` (dachs.user)");
-    let uid = unsafe { (*pw).pw_uid };
+    let (uid, _, _) = crate::dachs::cli::passwd(user)
+        .with_context(|| format!("no account `{user}` (dachs.user)"))?;
     std::os::unix::fs::chown(root, Some(uid), None)
         .with_context(|| format!("chown {}", root.display()))?;
     Ok(())
