@@ -68,6 +68,7 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
         settings.merged.files.clone(),
         settings.dachs.url.clone(),
     ));
+    crate::rebuild::policy::restore(&store, &metrics, &runtime);
     let shutdown = CancellationToken::new();
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
     let (triggers, trigger_rx) = Triggers::channel();
@@ -110,6 +111,7 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
             debug_stall,
             failures: 0,
             reporter: crate::gitlab::Reporter::new(),
+            rebuild: Some(Default::default()),
         }
         .run(shutdown.clone()),
     );
@@ -175,6 +177,7 @@ pub async fn sync_once(settings: Settings, retry: bool) -> anyhow::Result<std::p
         debug_stall: None,
         failures: 0,
         reporter: crate::gitlab::Reporter::new(),
+        rebuild: None,
     };
     let outcome = reconciler
         .pass(Trigger::Manual, retry, &CancellationToken::new())

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub table_up: IntGaugeVec,
     pub table_rows: IntGaugeVec,
     pub table_query_duration: GaugeVec,
+    pub rebuild_decisions: IntCounterVec,
+    pub unhealthy_seconds: Gauge,
 }
 
 /// The reasons `vespa_agent_granule_failures_total` counts: a fixed set, so the series count
@@ -298,6 +300,24 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION"), GIT_REVISION])
             .set(1.0);
         last_reload_ok.set(1);
+        let rebuild_decisions = IntCounterVec::new(
+            Opts::new(
+                "vespa_agent_rebuild_decisions_total",
+                "Decisions of the automatic rebuild policy and what became of them, by level (repair, vm) and action.",
+            ),
+            &["level", "action"],
+        )
+        .expect("valid metric");
+        for (level, actions) in crate::rebuild::policy::ACTIONS {
+            for action in actions {
+                rebuild_decisions.with_label_values(&[level, action]);
+            }
+        }
+        let unhealthy_seconds = Gauge::new(
+            "vespa_agent_dachs_unhealthy_seconds",
+            "How long DaCHS has failed its health check, as of the last pass (0: it passed).",
+        )
+        .expect("valid metric");
         for result in ["success", "failure"] {
             passes.with_label_values(&[result]);
             reloads.with_label_values(&[result]);
@@ -338,6 +358,8 @@ impl Metrics {
             Box::new(table_up.clone()),
             Box::new(table_rows.clone()),
             Box::new(table_query_duration.clone()),
+            Box::new(rebuild_decisions.clone()),
+            Box::new(unhealthy_seconds.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -376,6 +398,8 @@ impl Metrics {
             table_up,
             table_rows,
             table_query_duration,
+            rebuild_decisions,
+            unhealthy_seconds,
         }
     }
 

@@ -45,6 +45,19 @@ struct Inner {
     applied_revision: Option<String>,
     drifted: Vec<String>,
     tables: Vec<TableHealth>,
+    rebuild: RebuildStatus,
+}
+
+/// The automatic rebuild policy as `/status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct RebuildStatus {
+    /// `rebuild.automatic`: off, repair or vm.
+    pub automatic: String,
+    pub dry_run: bool,
+    /// Since when DaCHS has failed its health check (None: it passed the last one).
+    pub unhealthy_since_unix_ms: Option<i64>,
+    /// The newest decision, by this daemon or by `rebuild`.
+    pub last_decision: Option<crate::state::RebuildRecord>,
 }
 
 /// One deployed ADQL table as the last pass saw it over TAP.
@@ -96,6 +109,8 @@ pub struct StatusReport {
     /// Each deployed table, counted over TAP at the last pass.
     #[serde(default)]
     pub tables: Vec<TableHealth>,
+    #[serde(default)]
+    pub rebuild: RebuildStatus,
 }
 
 /// A poisoned lock only means a panic elsewhere; the data (status strings) is still usable.
@@ -262,6 +277,24 @@ impl Runtime {
         lock(&self.inner).dachs_error = error;
     }
 
+    /// Why DaCHS failed the last pass's health check: no ADQL answer, or a deployed table that
+    /// does not answer. None when it passed.
+    pub fn health_problem(&self) -> Option<String> {
+        let inner = lock(&self.inner);
+        if let Some(e) = &inner.dachs_error {
+            return Some(format!("DaCHS does not answer ADQL: {e}"));
+        }
+        inner.tables.iter().find_map(|t| {
+            t.error
+                .as_ref()
+                .map(|e| format!("table {} does not answer: {e}", t.table))
+        })
+    }
+
+    pub fn update_rebuild(&self, f: impl FnOnce(&mut RebuildStatus)) {
+        f(&mut lock(&self.inner).rebuild);
+    }
+
     pub fn config_reloaded(&self, files: Vec<PathBuf>, dachs_url: String, restart: Vec<String>) {
         let mut inner = lock(&self.inner);
         inner.config_files = files;
@@ -298,6 +331,7 @@ impl Runtime {
             drifted_resources: inner.drifted,
             not_ready_because: self.readiness(),
             tables: inner.tables,
+            rebuild: inner.rebuild,
         }
     }
 }

@@ -64,11 +64,36 @@ const MIGRATIONS: &[&str] = &[
         error       TEXT,
         PRIMARY KEY (resource, collection, path)
     );",
+    // 5: what the automatic rebuild policy decided, and what became of it: the repair's rate
+    // limit and the decisions counted in /metrics both survive a restart of the daemon.
+    "CREATE TABLE rebuilds (
+        id          INTEGER PRIMARY KEY,
+        at_ms       INTEGER NOT NULL,
+        level       TEXT NOT NULL CHECK (level IN ('repair', 'vm')),
+        action      TEXT NOT NULL,
+        reason      TEXT NOT NULL
+    );",
 ];
 
 /// Keys of the `meta` table.
 pub const DESIRED: &str = "desired_revision";
 pub const APPLIED: &str = "applied_revision";
+/// Set by the daemon when it starts an automatic repair; read, and removed, by `rebuild`.
+pub const REBUILD_REQUEST: &str = "rebuild_request";
+
+/// One decision of the rebuild policy, or what became of one.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RebuildRecord {
+    pub at_ms: i64,
+    /// repair (level 1) or vm (level 2).
+    pub level: String,
+    /// started, dry-run, refused, postponed, failed, succeeded, not-needed.
+    pub action: String,
+    pub reason: String,
+}
+
+/// How many rebuild records the store keeps.
+const REBUILDS_KEPT: i64 = 200;
 
 /// What the store remembers of a commit.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -370,6 +395,50 @@ impl StateStore {
         commit(&self.conn, &self.path, sha)
     }
 
+    pub fn delete_meta(&self, key: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM meta WHERE key = ?1", params![key])
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records a decision of the rebuild policy (or its outcome), keeping the newest few.
+    pub fn record_rebuild(&self, r: &RebuildRecord) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO rebuilds (at_ms, level, action, reason) VALUES (?1, ?2, ?3, ?4)",
+                params![r.at_ms, r.level, r.action, r.reason],
+            )
+            .and_then(|_| {
+                self.conn.execute(
+                    "DELETE FROM rebuilds WHERE id <= (SELECT MAX(id) FROM rebuilds) - ?1",
+                    params![REBUILDS_KEPT],
+                )
+            })
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest record of `level` whose action is one of `actions`.
+    pub fn last_rebuild(
+        &self,
+        level: &str,
+        actions: &[&str],
+    ) -> Result<Option<RebuildRecord>, StateError> {
+        let mut best: Option<RebuildRecord> = None;
+        for r in self.rebuilds()? {
+            if r.level == level && actions.contains(&r.action.as_str()) {
+                best = Some(r);
+            }
+        }
+        Ok(best)
+    }
+
+    /// Every kept record, oldest first.
+    pub fn rebuilds(&self) -> Result<Vec<RebuildRecord>, StateError> {
+        rebuilds(&self.conn).map_err(|e| self.err(e))
+    }
+
     /// Records what became of a commit (`outcome`: applied or failed; `None` forgets a failure
     /// so that the commit is tried again).
     pub fn record_commit(
@@ -635,6 +704,14 @@ impl StateReader {
         })
     }
 
+    /// The rebuild policy's records, oldest first; stores before version 5 know none.
+    pub fn rebuilds(&self) -> Result<Vec<RebuildRecord>, StateError> {
+        rebuilds(&self.conn).or_else(|e| match classify(&self.path, e) {
+            StateError::Sqlite { .. } => Ok(Vec::new()),
+            e => Err(e),
+        })
+    }
+
     /// Stores before version 3 have no `resources` table yet: nothing deployed.
     pub fn resources(&self) -> Result<Vec<ResourceRecord>, StateError> {
         resources(&self.conn, &self.path).or_else(|e| match e {
@@ -654,6 +731,19 @@ impl StateReader {
     pub fn commit(&self, sha: &str) -> Result<Option<CommitRecord>, StateError> {
         commit(&self.conn, &self.path, sha)
     }
+}
+
+fn rebuilds(conn: &Connection) -> rusqlite::Result<Vec<RebuildRecord>> {
+    let mut stmt = conn.prepare("SELECT at_ms, level, action, reason FROM rebuilds ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(RebuildRecord {
+            at_ms: r.get(0)?,
+            level: r.get(1)?,
+            action: r.get(2)?,
+            reason: r.get(3)?,
+        })
+    })?;
+    rows.collect()
 }
 
 fn granules(
@@ -872,6 +962,43 @@ mod tests {
         let r = StateReader::open(t.path()).unwrap().unwrap();
         assert_eq!(r.last_pass().unwrap().unwrap(), p);
         assert_eq!(r.last_success().unwrap(), None);
+    }
+
+    #[test]
+    fn rebuild_decisions_are_kept_newest_last_and_bounded() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateStore::open(t.path()).unwrap();
+        let rec = |at_ms, level: &str, action: &str| RebuildRecord {
+            at_ms,
+            level: level.into(),
+            action: action.into(),
+            reason: format!("reason {at_ms}"),
+        };
+        s.record_rebuild(&rec(1, "repair", "started")).unwrap();
+        s.record_rebuild(&rec(2, "repair", "failed")).unwrap();
+        s.record_rebuild(&rec(3, "vm", "started")).unwrap();
+        s.record_rebuild(&rec(4, "repair", "refused")).unwrap();
+        let last = s.last_rebuild("repair", &["started", "failed"]).unwrap();
+        assert_eq!(last, Some(rec(2, "repair", "failed")));
+        assert_eq!(s.last_rebuild("vm", &["refused"]).unwrap(), None);
+        for i in 0..REBUILDS_KEPT + 10 {
+            s.record_rebuild(&rec(10 + i, "repair", "refused")).unwrap();
+        }
+        let all = StateReader::open(t.path())
+            .unwrap()
+            .unwrap()
+            .rebuilds()
+            .unwrap();
+        assert_eq!(all.len() as i64, REBUILDS_KEPT);
+        assert_eq!(all.last().unwrap().at_ms, 10 + REBUILDS_KEPT + 9);
+        assert!(all.windows(2).all(|w| w[0].at_ms < w[1].at_ms));
+        // The request survives a reopen, and goes when deleted.
+        s.set_meta(REBUILD_REQUEST, "{}").unwrap();
+        drop(s);
+        let s = StateStore::open(t.path()).unwrap();
+        assert_eq!(s.meta(REBUILD_REQUEST).unwrap().as_deref(), Some("{}"));
+        s.delete_meta(REBUILD_REQUEST).unwrap();
+        assert_eq!(s.meta(REBUILD_REQUEST).unwrap(), None);
     }
 
     #[test]

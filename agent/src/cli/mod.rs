@@ -94,7 +94,10 @@ pub enum Command {
     /// Repair this node in place from its sources of truth: reinstall PostgreSQL and DaCHS if
     /// they are missing, start them, make DaCHS's database anew if it or /var/gavo is gone,
     /// then deploy every resource and import every granule again. As root, with the daemon
-    /// stopped (`systemctl start vespa-agent-rebuild` does both); each step can be run again
+    /// stopped (`systemctl start vespa-agent-rebuild` does both); each step can be run again.
+    /// The daemon starts it on its own when [rebuild] automatic is set and DaCHS has failed its
+    /// health check for rebuild.unhealthy-for; with automatic = "vm", a repair that fails while
+    /// DaCHS still does not answer goes on to --vm
     Rebuild {
         /// Only say what each step finds and would do
         #[arg(long)]

@@ -125,6 +125,10 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
         Ok(Some(r)) => r.granule_counts()?,
         _ => Vec::new(),
     };
+    let rebuilds = match &store {
+        Ok(Some(r)) => r.rebuilds()?,
+        _ => Vec::new(),
+    };
     // Each table as the daemon's last pass saw it; with the daemon down, asked now.
     let tables = match &daemon {
         Ok(d) => d.tables.clone(),
@@ -153,6 +157,7 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
             "resources": resources,
             "tables": tables,
             "granules": granules.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "rebuilds": rebuilds,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(code);
@@ -254,6 +259,34 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
     if !granules.is_empty() {
         let counts: Vec<String> = granules.iter().map(|(s, n)| format!("{n} {s}")).collect();
         println!("granules:     {}", counts.join(", "));
+    }
+    let automatic = settings.rebuild.automatic.as_str();
+    let dry = if settings.rebuild.dry_run {
+        " (dry run)"
+    } else {
+        ""
+    };
+    let unhealthy = daemon
+        .as_ref()
+        .ok()
+        .and_then(|d| d.rebuild.unhealthy_since_unix_ms)
+        .map(|t| {
+            let ms = (crate::state::now_ms() - t).max(0) as u64;
+            format!(
+                "; DaCHS unhealthy for {}",
+                humantime::format_duration(Duration::from_secs(ms / 1000))
+            )
+        })
+        .unwrap_or_default();
+    println!("rebuild:      automatic = {automatic}{dry}{unhealthy}");
+    if let Some(r) = rebuilds.last() {
+        println!(
+            "last rebuild: {} {} {}: {}",
+            when(r.at_ms),
+            r.level,
+            r.action,
+            r.reason
+        );
     }
     match &last {
         Some(p) => {

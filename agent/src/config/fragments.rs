@@ -55,6 +55,16 @@ pub struct Fragment {
     pub granules: Option<GranulesFragment>,
     pub gitlab: Option<GitlabFragment>,
     pub openstack: Option<OpenstackFragment>,
+    pub rebuild: Option<RebuildFragment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RebuildFragment {
+    pub automatic: Option<Value>,
+    pub unhealthy_for: Option<Value>,
+    pub repair_interval: Option<Value>,
+    pub dry_run: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

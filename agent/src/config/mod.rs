@@ -298,6 +298,30 @@ pub const KEYS: &[KeySpec] = &[
         help: "at most one VM rebuild per this period, recorded in the server's metadata in Nova (1h to 30d)",
     },
     KeySpec {
+        key: "rebuild.automatic",
+        default: Some("off"),
+        secret: false,
+        help: "off; repair: run `vespa-agent-rebuild` (level 1) after DaCHS has failed its health check for rebuild.unhealthy-for; vm: also ask OpenStack for a new VM when that repair fails and DaCHS still does not answer (needs [openstack])",
+    },
+    KeySpec {
+        key: "rebuild.unhealthy-for",
+        default: Some("30m"),
+        secret: false,
+        help: "how long DaCHS must keep failing its health check, over at least two passes in a row, before an automatic repair (10s to 7d)",
+    },
+    KeySpec {
+        key: "rebuild.repair-interval",
+        default: Some("6h"),
+        secret: false,
+        help: "at most one automatic repair per this period, recorded in the state store (1m to 30d); a VM rebuild is limited by openstack.rebuild-interval",
+    },
+    KeySpec {
+        key: "rebuild.dry-run",
+        default: Some("false"),
+        secret: false,
+        help: "decide, log, count and report as rebuild.automatic says, but start nothing",
+    },
+    KeySpec {
         key: "granules.credentials-dir",
         default: Some("/etc/vespa-agent/credentials"),
         secret: false,
@@ -363,8 +387,38 @@ pub struct Settings {
     pub gitlab: Option<GitlabSettings>,
     /// Rebuilding this VM through OpenStack; None unless `openstack.auth-url` is set.
     pub openstack: Option<OpenstackSettings>,
+    /// When the agent repairs or rebuilds its node on its own.
+    pub rebuild: RebuildSettings,
     /// What was merged, for `check-config` and `/status`.
     pub merged: Merged,
+}
+
+/// `rebuild.automatic`: how far the agent goes on its own when DaCHS stays unhealthy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Automatic {
+    Off,
+    /// Level 1: `vespa-agent-rebuild.service`.
+    Repair,
+    /// Level 1, then level 2 (OpenStack) when the repair fails and DaCHS still does not answer.
+    Vm,
+}
+
+impl Automatic {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Automatic::Off => "off",
+            Automatic::Repair => "repair",
+            Automatic::Vm => "vm",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RebuildSettings {
+    pub automatic: Automatic,
+    pub unhealthy_for: Duration,
+    pub repair_interval: Duration,
+    pub dry_run: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -610,6 +664,12 @@ fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
         put("openstack.image", o.image);
         put("openstack.metadata-url", o.metadata_url);
         put("openstack.rebuild-interval", o.rebuild_interval);
+    }
+    if let Some(r) = f.rebuild {
+        put("rebuild.automatic", r.automatic);
+        put("rebuild.unhealthy-for", r.unhealthy_for);
+        put("rebuild.repair-interval", r.repair_interval);
+        put("rebuild.dry-run", r.dry_run);
     }
     if let Some(g) = f.granules {
         put("granules.credentials-dir", g.credentials_dir);
@@ -1061,6 +1121,25 @@ impl Settings {
                 })
             }
         };
+        let rebuild = RebuildSettings {
+            automatic: c.parse("rebuild.automatic", |v| match v {
+                "off" => Ok(Automatic::Off),
+                "repair" => Ok(Automatic::Repair),
+                "vm" => Ok(Automatic::Vm),
+                _ => Err(format!("`{v}` must be off, repair or vm")),
+            })?,
+            unhealthy_for: c.duration("rebuild.unhealthy-for", 10 * SECOND, 7 * DAY)?,
+            repair_interval: c.duration("rebuild.repair-interval", 60 * SECOND, 30 * DAY)?,
+            dry_run: c.parse("rebuild.dry-run", boolean)?,
+        };
+        if rebuild.automatic == Automatic::Vm && openstack.is_none() {
+            return Err(c.fail(
+                "rebuild.automatic",
+                "automatic = \"vm\" rebuilds through OpenStack: set [openstack] auth-url, \
+                 credential-file and server-id, or use \"repair\""
+                    .into(),
+            ));
+        }
         let settings = Settings {
             state_dir: c.parse("agent.state-dir", absolute_path)?,
             http_listen: c.parse("http.listen", |v| {
@@ -1087,6 +1166,7 @@ impl Settings {
             },
             gitlab,
             openstack,
+            rebuild,
             merged: Merged::default(),
         };
         Ok(Settings { merged, ..settings })

@@ -449,3 +449,41 @@ fn openstack_settings_are_checked_where_they_are_written() {
     assert_eq!(o.rebuild_interval, std::time::Duration::from_secs(86_400));
     assert_eq!(o.image, None);
 }
+
+#[test]
+fn rebuild_policy_is_off_by_default_and_checked_where_written() {
+    let d = Dir::new();
+    let r = d.load().unwrap().rebuild;
+    assert_eq!(r.automatic, Automatic::Off);
+    assert_eq!(r.unhealthy_for, std::time::Duration::from_secs(1800));
+    assert_eq!(r.repair_interval, std::time::Duration::from_secs(6 * 3600));
+    assert!(!r.dry_run);
+    for (bad, says) in [
+        ("automatic = \"yes\"", "must be off, repair or vm"),
+        ("automatic = true", "must be off, repair or vm"),
+        ("unhealthy-for = \"1s\"", "out of range"),
+        ("unhealthy-for = \"soon\"", "duration"),
+        ("repair-interval = \"10s\"", "out of range"),
+        ("dry-run = \"maybe\"", "true or false"),
+        // Level 2 needs somewhere to ask for the new VM.
+        ("automatic = \"vm\"", "set [openstack]"),
+    ] {
+        d.write(
+            "etc/agent.d/40-rebuild.toml",
+            &format!("[rebuild]\n\n{bad}\n"),
+        );
+        let e = d.error();
+        assert!(
+            e.contains("40-rebuild.toml:3:") && e.contains(says),
+            "{bad}: {e}"
+        );
+    }
+    d.write(
+        "etc/agent.d/40-rebuild.toml",
+        "[rebuild]\nautomatic = \"repair\"\nunhealthy-for = \"10m\"\ndry-run = true\n",
+    );
+    let r = d.load().unwrap().rebuild;
+    assert_eq!(r.automatic, Automatic::Repair);
+    assert_eq!(r.unhealthy_for, std::time::Duration::from_secs(600));
+    assert!(r.dry_run);
+}

@@ -15,6 +15,7 @@
 //! `systemctl start vespa-agent-rebuild` runs it with the daemon stopped and starts the daemon
 //! again afterwards. Level 2, a new VM from OpenStack, is [`vm`].
 
+pub mod policy;
 pub mod system;
 pub mod vm;
 
@@ -75,6 +76,91 @@ pub async fn run_vm(settings: Settings, dry_run: bool) -> anyhow::Result<ExitCod
 }
 
 pub async fn run(settings: Settings, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let escalation = settings.clone();
+    let mut request = None;
+    let result = repair(settings, dry_run, &mut request).await;
+    match request {
+        Some(r) => conclude(&escalation, r, result).await,
+        None => result,
+    }
+}
+
+/// After a repair the daemon asked for: its outcome recorded, and with `rebuild.automatic =
+/// "vm"`, level 2 when it failed and DaCHS still does not answer.
+async fn conclude(
+    settings: &Settings,
+    request: policy::Request,
+    result: anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    let store = StateStore::open(&settings.state_dir).context("recording the repair's outcome")?;
+    let _ = store.delete_meta(crate::state::REBUILD_REQUEST);
+    let record = |level: &str, action: &str, reason: &str| {
+        let r = crate::state::RebuildRecord {
+            at_ms: crate::state::now_ms(),
+            level: level.to_owned(),
+            action: action.to_owned(),
+            reason: reason.to_owned(),
+        };
+        say(level, &format!("{action}: {reason}"));
+        tracing::warn!(level, action, reason, "automatic rebuild");
+        if let Err(e) = store.record_rebuild(&r) {
+            eprintln!("vespa-agent: cannot record the rebuild decision: {e}");
+        }
+    };
+    let failure = match &result {
+        Ok(code) if *code == ExitCode::SUCCESS => {
+            record("repair", "succeeded", &request.reason);
+            return result;
+        }
+        Ok(_) => "the pass after the repair failed".to_owned(),
+        Err(e) => format!("{e:#}"),
+    };
+    record("repair", "failed", &failure);
+    if !request.escalate {
+        return result;
+    }
+    let tap = TapClient::new(&settings.dachs.url, settings.dachs.query_timeout);
+    if tap
+        .query(crate::reconcile::pass::HEALTH_QUERY)
+        .await
+        .is_ok()
+    {
+        record(
+            "vm",
+            "not-needed",
+            &format!(
+                "the repair failed ({failure}), but DaCHS answers ADQL: a new VM would not help"
+            ),
+        );
+        return result;
+    }
+    let Some(o) = &settings.openstack else {
+        record("vm", "failed", "no [openstack] configuration");
+        return result;
+    };
+    let reason = format!("{}; the repair failed: {failure}", request.reason);
+    let dry_run = settings.rebuild.dry_run;
+    match vm::rebuild(o, &reason, dry_run).await {
+        Ok(plan) => record(
+            "vm",
+            if dry_run { "dry-run" } else { "started" },
+            &format!(
+                "server {} from image {}: {reason}",
+                plan.server_id, plan.image
+            ),
+        ),
+        Err(vm::VmError::Refused(why)) => record("vm", "refused", &format!("{why}: {reason}")),
+        Err(e) => record("vm", "failed", &format!("{e}: {reason}")),
+    }
+    result
+}
+
+/// Level 1; `request` receives the daemon's request, when this repair is an automatic one.
+async fn repair(
+    settings: Settings,
+    dry_run: bool,
+    request: &mut Option<policy::Request>,
+) -> anyhow::Result<ExitCode> {
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!(
             "rebuild installs packages and recreates databases: run it as root, or \
@@ -97,6 +183,13 @@ pub async fn run(settings: Settings, dry_run: bool) -> anyhow::Result<ExitCode> 
             e => e.into(),
         })?)
     };
+    *request = store
+        .as_ref()
+        .and_then(|s| s.meta(crate::state::REBUILD_REQUEST).ok().flatten())
+        .and_then(|j| serde_json::from_str(&j).ok());
+    if let Some(r) = request {
+        say("request", &format!("automatic: {}", r.reason));
+    }
 
     let missing = system::missing_packages();
     if missing.is_empty() {

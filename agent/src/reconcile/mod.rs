@@ -76,6 +76,8 @@ pub struct Reconciler {
     pub failures: u32,
     /// Commit statuses sent to GitLab.
     pub reporter: crate::gitlab::Reporter,
+    /// The automatic rebuild policy's view of DaCHS's health; None in a one-shot `sync`.
+    pub rebuild: Option<crate::rebuild::policy::Watch>,
 }
 
 /// The first retry after a failed pass comes this soon; each further failure doubles it, up to
@@ -124,6 +126,7 @@ impl Reconciler {
             if shutdown.is_cancelled() {
                 return;
             }
+            self.consider_rebuild();
             self.failures = if ok {
                 0
             } else {
@@ -150,6 +153,27 @@ impl Reconciler {
                     _ = tokio::time::sleep(beat) => {}
                 }
             };
+        }
+    }
+
+    /// Between passes, never inside one (so never during an import): the rebuild policy.
+    fn consider_rebuild(&mut self) {
+        let Some(watch) = self.rebuild.as_mut() else {
+            return;
+        };
+        let settings = self.settings.borrow().clone();
+        let started = crate::state::with_store(&self.store, |s| {
+            crate::rebuild::policy::after_pass(
+                watch,
+                s,
+                &self.metrics,
+                &self.runtime,
+                &settings.rebuild,
+            )
+        });
+        if started {
+            self.runtime
+                .set_activity("repairing the node: vespa-agent-rebuild.service stops this daemon");
         }
     }
 
