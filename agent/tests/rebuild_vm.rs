@@ -217,3 +217,155 @@ fn a_wrong_credential_is_named_and_never_printed() {
         "{out:?}"
     );
 }
+
+#[test]
+fn malformed_answers_are_named_and_nothing_is_rebuilt() {
+    let server = format!("/compute/v2.1/servers/{SERVER}");
+    let record = format!("{server}/metadata");
+    let token = format!("X-Subject-Token: {TOKEN}\r\n");
+    let catalog_without_compute = r#"{"token": {"project": {"id": "9f1c2d3e4b5a"}, "catalog": [{"type": "identity", "endpoints": []}]}}"#;
+    let cases: Vec<(&str, &str, u16, String, String, &str)> = vec![
+        (
+            "GET",
+            "/metadata/openstack/latest/meta_data.json",
+            200,
+            String::new(),
+            "<html>captive portal</html>".into(),
+            "the metadata service: not JSON",
+        ),
+        (
+            "GET",
+            "/metadata/openstack/latest/meta_data.json",
+            200,
+            String::new(),
+            r#"{"name": "vespa-node"}"#.into(),
+            "names no server id (uuid)",
+        ),
+        (
+            "GET",
+            "/metadata/openstack/latest/meta_data.json",
+            503,
+            String::new(),
+            "busy".into(),
+            "the metadata service: HTTP 503",
+        ),
+        (
+            "POST",
+            "/identity/v3/auth/tokens",
+            201,
+            String::new(),
+            catalog_without_compute.into(),
+            "no X-Subject-Token",
+        ),
+        (
+            "POST",
+            "/identity/v3/auth/tokens",
+            201,
+            token.clone(),
+            catalog_without_compute.into(),
+            "no public compute endpoint",
+        ),
+        (
+            "POST",
+            "/identity/v3/auth/tokens",
+            201,
+            token.clone(),
+            r#"{"token": {"#.into(),
+            "Keystone: not JSON",
+        ),
+        (
+            "GET",
+            "/compute/v2.1/",
+            200,
+            String::new(),
+            r#"{"versions": []}"#.into(),
+            "no version in Nova's version document",
+        ),
+        (
+            "GET",
+            "/compute/v2.1/",
+            200,
+            String::new(),
+            r#"{"version": {"version": "two"}}"#.into(),
+            "no version in Nova's version document",
+        ),
+        (
+            "GET",
+            &server,
+            200,
+            String::new(),
+            r#"{"server": {"id": "6a0e"#.into(),
+            "Nova: the server: not JSON",
+        ),
+        (
+            "GET",
+            &server,
+            200,
+            String::new(),
+            r#"{"server": {"id": "x"}}"#.into(),
+            "no status",
+        ),
+        (
+            "GET",
+            &server,
+            404,
+            String::new(),
+            r#"{"itemNotFound": {"code": 404}}"#.into(),
+            "HTTP 404",
+        ),
+        (
+            "POST",
+            &record,
+            403,
+            String::new(),
+            r#"{"forbidden": {}}"#.into(),
+            "recording the rebuild: HTTP 403",
+        ),
+    ];
+    for (method, path, status, headers, body, says) in cases {
+        let c = case();
+        c.os.state.lock().unwrap().broken = Some(Broken {
+            method,
+            path: path.to_owned(),
+            status,
+            headers,
+            body: body.clone(),
+        });
+        let out = rebuild(&c, &[]);
+        assert_ne!(out.code(), 0, "{path} answering {body}: {out:?}");
+        assert!(
+            out.stderr.contains(says),
+            "{path} answering {body}: wants `{says}`:\n{}",
+            out.stderr
+        );
+        assert!(
+            !c.os.calls().iter().any(|k| k.path.ends_with("/action")),
+            "{path} answering {body}: a rebuild was asked for"
+        );
+    }
+    // Nova refusing the rebuild itself, or accepting it with the wrong status: an error, after
+    // the attempt was recorded (so the interval still counts it).
+    for (status, says) in [
+        (500, "Nova: the rebuild: HTTP 500"),
+        (200, "answered without 202 Accepted"),
+    ] {
+        let c = case();
+        c.os.state.lock().unwrap().broken = Some(Broken {
+            method: "POST",
+            path: format!("{server}/action"),
+            status,
+            headers: String::new(),
+            body: "{}".into(),
+        });
+        let out = rebuild(&c, &[]);
+        assert_ne!(out.code(), 0, "{out:?}");
+        assert!(out.stderr.contains(says), "wants `{says}`:\n{}", out.stderr);
+        assert!(
+            c.os.state
+                .lock()
+                .unwrap()
+                .metadata
+                .contains_key(vespa_agent::rebuild::vm::LAST_REBUILD)
+        );
+    }
+}

@@ -82,7 +82,12 @@ pub async fn rebuild(o: &OpenstackSettings, reason: &str, dry_run: bool) -> Resu
         http.get(&url).send().await.map_err(|e| api(&url, e))?,
     )
     .await?;
-    let uuid = meta["uuid"].as_str().unwrap_or_default();
+    let uuid = meta["uuid"].as_str().ok_or_else(|| {
+        api(
+            "the metadata service",
+            "its answer names no server id (uuid): is metadata-url the OpenStack metadata service?",
+        )
+    })?;
     if uuid != o.server_id {
         return Err(VmError::Refused(format!(
             "the metadata service says this VM is `{uuid}`, the configuration names `{}` \
@@ -163,7 +168,12 @@ pub async fn rebuild(o: &OpenstackSettings, reason: &str, dry_run: bool) -> Resu
     let max = root["version"]["version"]
         .as_str()
         .and_then(version)
-        .unwrap_or((2, 1));
+        .ok_or_else(|| {
+            api(
+                "Nova",
+                "no version in Nova's version document (GET of the compute endpoint)",
+            )
+        })?;
     let micro = max.min(VOLUME_REBUILD);
     let microversion = format!("{}.{}", micro.0, micro.1);
     let header = format!("compute {microversion}");
@@ -191,7 +201,9 @@ pub async fn rebuild(o: &OpenstackSettings, reason: &str, dry_run: bool) -> Resu
             "Nova is busy with the server (task_state `{task}`): try later"
         )));
     }
-    let status = s["status"].as_str().unwrap_or_default();
+    let status = s["status"]
+        .as_str()
+        .ok_or_else(|| api("Nova: the server", "the answer has no status"))?;
     if !matches!(status, "ACTIVE" | "ERROR" | "SHUTOFF") {
         return Err(VmError::Refused(format!(
             "the server is {status}: Nova rebuilds only an ACTIVE, ERROR or SHUTOFF server"

@@ -19,7 +19,7 @@ pub const PROJECT: &str = "9f1c2d3e4b5a";
 pub const IMAGE: &str = "1c9e2a7b-debian-12-genericcloud";
 pub const CRED_ID: &str = "appcred-0123";
 pub const CRED_SECRET: &str = "appcred-secret-s3cr3t-xyz";
-const TOKEN: &str = "gAAAAA-keystone-token";
+pub const TOKEN: &str = "gAAAAA-keystone-token";
 
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -39,6 +39,19 @@ pub struct State {
     pub image: Option<String>,
     pub metadata: serde_json::Map<String, Value>,
     pub calls: Vec<Call>,
+    /// A malformed answer to give instead of the right one, to the request for this path.
+    pub broken: Option<Broken>,
+}
+
+/// An answer as a broken or misbehaving service might give it: any status, headers and bytes.
+#[derive(Clone, Debug)]
+pub struct Broken {
+    pub method: &'static str,
+    pub path: String,
+    pub status: u16,
+    /// Extra header lines, each ending in `\r\n`.
+    pub headers: String,
+    pub body: String,
 }
 
 pub struct OpenStack {
@@ -70,6 +83,7 @@ impl OpenStack {
             image: Some(IMAGE.into()),
             metadata: serde_json::Map::new(),
             calls: Vec::new(),
+            broken: None,
         }));
         let shared = state.clone();
         let listener = httpd::Listener::start(move |mut conn| {
@@ -94,6 +108,20 @@ impl OpenStack {
                 microversion: header("OpenStack-API-Version"),
                 body: body.clone(),
             });
+            if let Some(b) = s
+                .broken
+                .clone()
+                .filter(|b| b.method == method && b.path == path)
+            {
+                return write!(
+                    conn,
+                    "HTTP/1.1 {} X\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+                    b.status,
+                    b.headers,
+                    b.body.len(),
+                    b.body
+                );
+            }
             let authed = header("X-Auth-Token").as_deref() == Some(TOKEN);
             let server_path = format!("/compute/v2.1/servers/{SERVER}");
             match (method.as_str(), path.as_str()) {
