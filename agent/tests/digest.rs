@@ -6,6 +6,7 @@ mod common;
 
 use std::process::Command;
 
+use common::fault::{Fault, FaultProxy};
 use common::git::LocalRepo;
 use common::*;
 
@@ -60,6 +61,43 @@ fn the_digest_is_stable_counts_every_row_and_sees_one_changed_cell() {
     ));
     let (back, _) = digest(&home);
     assert_eq!(back, first, "the same rows again");
+
+    // A cut, failed or reset answer to the rows' query (the second TAP request; the count
+    // passes) is an error that names the table, never a digest.
+    let port: u16 = dachs_url().rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = FaultProxy::start(port);
+    home.write(
+        "etc/agent.d/90-proxy.toml",
+        &format!("[dachs]\nurl = \"http://127.0.0.1:{}\"\n", proxy.port),
+    );
+    for (fault, what) in [
+        (Fault::Truncate(0.5), "cut in half"),
+        (Fault::Truncate(0.97), "its end missing"),
+        (Fault::Status(502), "HTTP 502"),
+        (Fault::Reset, "reset"),
+    ] {
+        proxy
+            .plan
+            .add("POST", "/tap/sync", Fault::Hook(Box::new(|| {})));
+        proxy.plan.add("POST", "/tap/sync", fault);
+        let out = home.output(&["status", "--digest"]);
+        assert_ne!(out.code(), 0, "{what}: {out:?}");
+        assert!(
+            !out.stdout.contains("digest "),
+            "{what}: a digest was printed: {out:?}"
+        );
+        assert!(
+            out.stderr.contains(&format!("{NAME}.epn_core")),
+            "{what}: {out:?}"
+        );
+        assert_eq!(
+            proxy.plan.pending(),
+            0,
+            "{what}: the rows were not asked for"
+        );
+    }
+    std::fs::remove_file(home.path("etc/agent.d/90-proxy.toml")).unwrap();
+    assert_eq!(digest(&home).0, first, "the same rows through no proxy");
 
     // No state store: nothing to digest, said plainly.
     let empty = Home::new(&dachs_url(), "");
