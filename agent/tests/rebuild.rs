@@ -1,12 +1,13 @@
 //! `vespa-agent rebuild` (level 1) on a real node: a Debian 12 booted under systemd-nspawn and
 //! set up by the cloud-init template (tests/common/node.rs), serving the example. Its digest is
-//! taken; then, in turn, its resource directories, DaCHS's database, the agent's state store
-//! and the whole of /var/gavo are wiped, and after each `systemctl start vespa-agent-rebuild`
-//! (the packaged privileged unit) brings the node back with the same digest. The last rebuild
-//! is killed at seeded random moments and started again until it completes. Then the automatic
-//! policy on the same node: DaCHS stopped and left so is repaired by the daemon's own decision;
-//! a second time within rebuild.repair-interval is refused; a repair that cannot succeed goes on
-//! to ask OpenStack (a DOUBLE, tests/common/openstack.rs) for a new VM.
+//! taken; then, in turn, its resource directories, the DaCHS package, DaCHS's database, the
+//! agent's state store and the whole of /var/gavo are wiped, and after each `systemctl start
+//! vespa-agent-rebuild` (the packaged privileged unit) brings the node back with the same
+//! digest. The last rebuild is killed at seeded random moments and started again until it
+//! completes. A second node proves the automatic policy: DaCHS stopped and left so is repaired
+//! by the daemon's own decision; a second time within rebuild.repair-interval is refused; a
+//! repair that cannot succeed goes on to ask OpenStack (a DOUBLE, tests/common/openstack.rs)
+//! for a new VM.
 
 mod common;
 
@@ -87,8 +88,13 @@ fn every_wipe_is_rebuilt_to_the_same_digest() {
         );
     }
 
-    let wipes: [(&str, &str); 4] = [
+    let wipes: [(&str, &str); 5] = [
         ("the resource directories", "rm -rf /var/gavo/inputs/epnlab"),
+        (
+            "the DaCHS package",
+            "systemctl stop vespa-agent && DEBIAN_FRONTEND=noninteractive \
+             apt-get remove -y -q gavodachs2-server >/dev/null",
+        ),
         (
             "DaCHS's database",
             "systemctl stop dachs && runuser -u postgres -- dropdb --force gavo",
@@ -339,7 +345,7 @@ cp -p /srv/vespa-example/granules/epnlab/*.csv /var/gavo/inputs/epnlab/data/
 chown -R dachsroot:gavo /var/gavo/inputs/epnlab
 cd /var/gavo/inputs && runuser -u dachsroot -- dachs imp epnlab/q
 runuser -u dachsroot -- dachs pub epnlab/q
-dachs serve expireRDs
+dachs serve expireRDs epnlab/q
 "#;
 
 /// `scripts/bench-rebuild.sh`: a wiped /var/gavo brought back by the agent and by hand, in turn
@@ -356,6 +362,9 @@ fn bench_wiped_var_gavo_agent_against_by_hand() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    // An operator needs git to clone the repository (the agent has libgit2): installed once,
+    // outside the timing.
+    node.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -q git >/dev/null");
     let source =
         node.sh("sed -n 's/^url = \"\\(.*\\)\"/\\1/p' /etc/vespa-agent/agent.d/50-cloud-init.toml");
     let wipe = || {

@@ -21,8 +21,13 @@ use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::state::{RebuildRecord, StateStore, now_ms};
 
-/// The unit that runs level 1 with the privileges it needs.
-pub const REBUILD_UNIT: &str = "vespa-agent-rebuild.service";
+/// The unit that runs level 1 with the privileges it needs. Unit tests name one that cannot
+/// exist, so that no test ever repairs the machine it runs on.
+pub const REBUILD_UNIT: &str = if cfg!(test) {
+    "vespa-agent-rebuild-unit-test-never-installed.service"
+} else {
+    "vespa-agent-rebuild.service"
+};
 
 /// The actions [`RebuildRecord`]s and the metric use: a fixed set per level.
 pub const ACTIONS: [(&str, &[&str]); 2] = [
@@ -360,6 +365,84 @@ mod tests {
             w.observe(361 * MIN, Some("down"), last, &s),
             Verdict::Repair(_)
         ));
+    }
+
+    /// A daemon's parts, with DaCHS failing since an hour ago.
+    fn failing_node() -> (tempfile::TempDir, StateStore, Metrics, Runtime, Watch) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let runtime = Runtime::new(Duration::from_secs(60), Vec::new(), "http://x".into());
+        runtime.set_dachs_error(Some("connection refused".into()));
+        let watch = Watch {
+            since_ms: Some(now_ms() - 3_600_000),
+            failed_checks: 5,
+            said_too_soon: false,
+        };
+        (dir, store, Metrics::new(), runtime, watch)
+    }
+
+    fn counted(m: &Metrics, action: &str) -> u64 {
+        m.rebuild_decisions
+            .with_label_values(&["repair", action])
+            .get()
+    }
+
+    #[test]
+    fn a_dry_run_decides_records_and_counts_but_starts_nothing() {
+        let (_dir, store, metrics, runtime, mut watch) = failing_node();
+        let s = RebuildSettings {
+            dry_run: true,
+            ..settings(Automatic::Vm)
+        };
+        assert!(!after_pass(&mut watch, &store, &metrics, &runtime, &s));
+        assert_eq!(counted(&metrics, "dry-run"), 1);
+        assert_eq!(store.meta(crate::state::REBUILD_REQUEST).unwrap(), None);
+        let last = runtime.report().rebuild.last_decision.unwrap();
+        assert_eq!(
+            (last.level.as_str(), last.action.as_str()),
+            ("repair", "dry-run")
+        );
+        assert!(
+            last.reason.contains("connection refused"),
+            "{}",
+            last.reason
+        );
+        assert!(runtime.report().rebuild.unhealthy_since_unix_ms.is_some());
+        // The dry run counts against the interval exactly as a repair would.
+        assert!(!after_pass(&mut watch, &store, &metrics, &runtime, &s));
+        assert_eq!(counted(&metrics, "refused"), 1);
+        assert_eq!(counted(&metrics, "dry-run"), 1);
+        // Read back at the next start.
+        let again = Metrics::new();
+        restore(&store, &again, &runtime);
+        assert_eq!(
+            (counted(&again, "dry-run"), counted(&again, "refused")),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn a_repair_that_cannot_start_is_recorded_as_failed_and_leaves_no_request() {
+        // No systemd manages this test (and no such unit exists where one does): the start fails.
+        let (_dir, store, metrics, runtime, mut watch) = failing_node();
+        let s = settings(Automatic::Repair);
+        assert!(!after_pass(&mut watch, &store, &metrics, &runtime, &s));
+        assert_eq!(
+            (counted(&metrics, "started"), counted(&metrics, "failed")),
+            (1, 1)
+        );
+        assert_eq!(store.meta(crate::state::REBUILD_REQUEST).unwrap(), None);
+        let last = runtime.report().rebuild.last_decision.unwrap();
+        assert!(
+            last.reason.contains("cannot start vespa-agent-rebuild"),
+            "{}",
+            last.reason
+        );
+        // Healthy again: the spell ends, the gauge goes to 0.
+        runtime.set_dachs_error(None);
+        assert!(!after_pass(&mut watch, &store, &metrics, &runtime, &s));
+        assert_eq!(metrics.unhealthy_seconds.get(), 0.0);
+        assert_eq!(runtime.report().rebuild.unhealthy_since_unix_ms, None);
     }
 
     #[test]
