@@ -2,7 +2,7 @@
 # The test command: installs what is missing, brings up the real peers, and runs every check.
 #   sudo bash scripts/test.sh
 # Steps: Debian build and test packages; PostgreSQL 15 + DaCHS 2.7 (scripts/setup-dachs.sh);
-# cargo fmt --check; mandoc lint of man/; cargo clippy -D warnings; cargo test (unit tests, and
+# cargo fmt --check; mandoc lint of man/; cargo deny; cargo clippy -D warnings; cargo test (unit tests, and
 # integration tests that drive the real binary against the real DaCHS and a real smart-HTTP git
 # server; agent/tests/delivery.rs builds the .deb, lints it, and boots a Debian 12 under
 # systemd-nspawn that cloud-init turns into a serving node). With CI=true a test whose component
@@ -25,8 +25,9 @@ log "build and test packages"
 ensure_packages build-essential pkg-config libssl-dev curl ca-certificates prometheus \
   git nginx-light fcgiwrap apache2-utils openssh-client gnupg gpgv openssl mandoc apache2 \
   rclone cloud-init gettext-base lintian systemd-container debootstrap
-# cargo-deb builds the .deb; it is on crates.io, not in Debian.
+# cargo-deb builds the .deb; cargo-deny checks the dependency tree. Both are on crates.io.
 ensure_cargo_tool cargo-deb 3.8.0
+ensure_cargo_tool cargo-deny 0.20.2
 
 # A demo agent (scripts/demo.sh) converges the same DaCHS, /etc/gavo.rc included, every minute;
 # it would fight the tests that change them.
@@ -45,6 +46,9 @@ cargo fmt --all -- --check
 
 log "man pages (mandoc -T lint -W warning)"
 mandoc -T lint -W warning man/*.[1-9]
+
+log "cargo deny (licenses, bans, sources; deny.toml says why not advisories)"
+cargo deny --offline --locked check licenses bans sources
 
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
