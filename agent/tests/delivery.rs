@@ -93,6 +93,19 @@ fn a_fresh_debian_becomes_a_serving_node_through_cloud_init() {
         creds.contains("vespa_gitlab-token") && creds.contains("600"),
         "{creds}"
     );
+    // ... and nowhere in the agent's or DaCHS's journal (every field), nor in the daemon's
+    // arguments or environment.
+    let (_, leaks) = node.try_sh(&format!(
+        "pid=$(systemctl show -P MainPID vespa-agent); \
+         {{ journalctl -u vespa-agent -u dachs -o export; \
+            cat /proc/$pid/cmdline /proc/$pid/environ; }} | grep -ac '{}'",
+        common::git::TOKEN
+    ));
+    assert_eq!(
+        leaks.trim(),
+        "0",
+        "the token leaked into the journal, argv or environment"
+    );
 
     // 5. reload: SIGHUP, the same process, the new file read.
     let pid = node.show("vespa-agent", "MainPID");

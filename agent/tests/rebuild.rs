@@ -13,9 +13,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::eventually;
 use common::node::*;
 use common::openstack::{self, OpenStack};
+use common::{eventually, next, seed};
 
 /// The node's `status --digest`, from its own CLI, as an operator at its shell would run it.
 fn digest(node: &Node) -> String {
@@ -54,14 +54,6 @@ fn daemon_back(node: &Node) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// A small seeded generator: the kill points are reproducible from the printed seed.
-fn next(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
 }
 
 #[test]
@@ -109,17 +101,7 @@ fn every_wipe_is_rebuilt_to_the_same_digest() {
             "systemctl stop vespa-agent dachs && rm -rf /var/gavo",
         ),
     ];
-    let mut seed: u64 = std::env::var("VESPA_REBUILD_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("kill-point seed: VESPA_REBUILD_SEED={seed}");
+    let mut seed = seed("VESPA_REBUILD_SEED");
     for (what, wipe) in wipes {
         node.sh(wipe);
         if what.contains("/var/gavo") {

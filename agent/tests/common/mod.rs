@@ -3,6 +3,7 @@
 //! agent's own log is printed, so a red test says what the agent saw.
 #![allow(dead_code)]
 
+pub mod churn;
 pub mod dav;
 pub mod fault;
 pub mod git;
@@ -429,4 +430,29 @@ pub fn remove_resource(name: &str) {
             .output();
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A seed for reproducible random choices: `$var` when set, else the clock's; printed, so that a
+/// failing run can be replayed with it.
+pub fn seed(var: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("seed: {var}={seed}");
+    seed
+}
+
+/// A small xorshift generator over a [`seed`].
+pub fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
 }

@@ -1,0 +1,281 @@
+//! A world for the crash and soak tests: the example as one resource served from git's
+//! smart-HTTP server (token auth) with its granules on Apache mod_dav (Basic auth), changed one
+//! revision at a time (the RD and the granules: one added, one changed, one deleted), and what
+//! DaCHS should serve at each moment.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::dav::DavServer;
+use super::git::GitServer;
+use super::*;
+
+pub const ROWS_PER_FILE: usize = 3;
+
+/// The example's header line and one row to vary.
+pub fn csv(file: u32, version: u32) -> String {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/granules/epnlab/g00000000.csv");
+    let text = std::fs::read_to_string(example).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let row = lines.next().unwrap();
+    let mut out = format!("{header}\n");
+    for r in 0..ROWS_PER_FILE {
+        let uid = format!("c{file:04}r{r}");
+        out.push_str(&row.replacen("g00000000", &uid, 1).replacen(
+            "Mars",
+            &format!("v{version}"),
+            1,
+        ));
+        out.push('\n');
+    }
+    out
+}
+
+/// What the WebDAV server holds: file number -> version.
+pub struct Source {
+    pub dir: std::path::PathBuf,
+    pub files: BTreeMap<u32, u32>,
+    pub next_file: u32,
+}
+
+impl Source {
+    pub fn write(&mut self, file: u32, version: u32) {
+        std::fs::write(self.dir.join(format!("c{file:04}.csv")), csv(file, version)).unwrap();
+        self.files.insert(file, version);
+    }
+
+    /// One file added, one changed, one deleted (never fewer than three left).
+    pub fn churn(&mut self, seed: &mut u64, version: u32) {
+        let f = self.next_file;
+        self.next_file += 1;
+        self.write(f, version);
+        let keys: Vec<u32> = self.files.keys().copied().collect();
+        let changed = keys[(next(seed) % keys.len() as u64) as usize];
+        self.write(changed, version);
+        if self.files.len() > 3 {
+            let keys: Vec<u32> = self.files.keys().copied().filter(|k| *k != f).collect();
+            let gone = keys[(next(seed) % keys.len() as u64) as usize];
+            std::fs::remove_file(self.dir.join(format!("c{gone:04}.csv"))).unwrap();
+            self.files.remove(&gone);
+        }
+    }
+
+    /// granule_uid -> target_name, as DaCHS should serve them.
+    pub fn expected(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        for (f, v) in &self.files {
+            for r in 0..ROWS_PER_FILE {
+                m.insert(format!("c{f:04}r{r}"), format!("v{v}"));
+            }
+        }
+        m
+    }
+}
+
+/// One ADQL query through the agent's own TAP client (a VOTable parser checked elsewhere).
+pub fn tap_rows(adql: &str) -> Result<Vec<Vec<String>>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tap = vespa_agent::dachs::tap::TapClient::new(&dachs_url(), Duration::from_secs(20));
+    let answer = rt.block_on(tap.query(adql)).map_err(|e| e.to_string())?;
+    Ok(answer.rows)
+}
+
+pub fn tap_query(adql: &str) -> Result<(), String> {
+    tap_rows(adql).map(drop)
+}
+
+/// The table's rows over TAP: granule_uid -> target_name; a duplicate is an error.
+pub fn served(name: &str) -> Result<BTreeMap<String, String>, String> {
+    let rows = tap_rows(&format!(
+        "SELECT granule_uid, target_name FROM {name}.epn_core"
+    ))?;
+    let mut m = BTreeMap::new();
+    for r in rows {
+        if m.insert(r[0].clone(), r[1].clone()).is_some() {
+            return Err(format!("{} is served twice", r[0]));
+        }
+    }
+    Ok(m)
+}
+
+/// Only whole files: every file's rows all present and of one version.
+pub fn whole_files(rows: &BTreeMap<String, String>) -> Result<(), String> {
+    let mut by_file: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (uid, version) in rows {
+        by_file.entry(&uid[..5]).or_default().push(version);
+    }
+    for (file, versions) in by_file {
+        if versions.len() != ROWS_PER_FILE || versions.iter().any(|v| *v != versions[0]) {
+            return Err(format!("{file}.csv is served in part: {versions:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Counts failed TAP queries while it runs.
+pub struct Prober {
+    stop: Arc<AtomicBool>,
+    queries: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    pub fn start(name: &str) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let queries = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, q, f, e) = (
+            stop.clone(),
+            queries.clone(),
+            failed.clone(),
+            errors.clone(),
+        );
+        let query = format!("SELECT COUNT(*) FROM {name}.epn_core");
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                q.fetch_add(1, Ordering::Relaxed);
+                if let Err(err) = tap_query(&query) {
+                    f.fetch_add(1, Ordering::Relaxed);
+                    let mut e = e.lock().unwrap();
+                    if e.len() < 5 {
+                        e.push(err);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Prober {
+            stop,
+            queries,
+            failed,
+            errors,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn finish(mut self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        (
+            self.queries.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.errors.lock().unwrap().clone(),
+        )
+    }
+}
+
+/// The git and WebDAV servers, the agent's home, and the source's state.
+pub struct World {
+    pub name: &'static str,
+    pub git: GitServer,
+    pub dav: DavServer,
+    pub home: Home,
+    pub source: Source,
+    pub version: u32,
+    service: String,
+    rd: String,
+}
+
+impl World {
+    /// Revision 0 with six granule files; `None` (after failing under CI) when a server is
+    /// missing.
+    pub fn start(name: &'static str) -> Option<World> {
+        if !require_dachs() {
+            return None;
+        }
+        let git = GitServer::start()?;
+        let dav = DavServer::start()?;
+        remove_resource(name);
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/service/epnlab/q.rd");
+        let rd = std::fs::read_to_string(example)
+            .unwrap()
+            .replace("epnlab", name);
+        let service = format!(
+            "[[resource]]\ndir = \"{name}\"\n\n[[resource.collection]]\nname = \"granules\"\n\
+             source = \"{}\"\ncredential = \"b2safe\"\ninclude = [\"*.csv\"]\n",
+            dav.url(name)
+        );
+        let mut source = Source {
+            dir: dav.data(name),
+            files: BTreeMap::new(),
+            next_file: 0,
+        };
+        for f in 0..6 {
+            source.write(f, 0);
+        }
+        source.next_file = 6;
+        let home = Home::new(&dachs_url(), "");
+        let token = secret_file(&home, "secrets/token", super::git::TOKEN);
+        secret_file(
+            &home,
+            "credentials/b2safe",
+            &format!("{}:{}\n", super::dav::USER, super::dav::PASSWORD),
+        );
+        home.write(
+            "etc/agent.d/20-world.toml",
+            &format!(
+                "[source]\nurl = \"{}\"\ntoken-file = \"{}\"\n\n[granules]\ncredentials-dir = \"{}\"\n",
+                git.url(),
+                token.display(),
+                home.path("credentials").display()
+            ),
+        );
+        let w = World {
+            name,
+            git,
+            dav,
+            home,
+            source,
+            version: 0,
+            service,
+            rd,
+        };
+        w.commit();
+        Some(w)
+    }
+
+    fn commit(&self) {
+        let v = self.version;
+        self.git.commit(
+            &[
+                ("vespa-service.toml", Some(&self.service)),
+                (
+                    &format!("{}/q.rd", self.name),
+                    Some(&format!("{}\n<!-- revision {v} -->\n", self.rd)),
+                ),
+            ],
+            &format!("revision {v}"),
+            &[],
+        );
+        self.git.push();
+    }
+
+    /// The next revision: a new commit changing the RD, and granule churn.
+    pub fn next_revision(&mut self, seed: &mut u64) {
+        self.version += 1;
+        self.commit();
+        let v = self.version;
+        self.source.churn(seed, v);
+    }
+
+    pub fn served(&self) -> Result<BTreeMap<String, String>, String> {
+        served(self.name)
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        remove_resource(self.name);
+    }
+}
