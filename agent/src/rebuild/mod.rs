@@ -186,7 +186,19 @@ async fn repair(
     *request = store
         .as_ref()
         .and_then(|s| s.meta(crate::state::REBUILD_REQUEST).ok().flatten())
-        .and_then(|j| serde_json::from_str(&j).ok());
+        .and_then(|j| serde_json::from_str::<policy::Request>(&j).ok());
+    // A request the unit never ran for (the node rebooted, the start was lost) must not make a
+    // later repair by hand an automatic one, which could go on to rebuild the VM.
+    if let (Some(r), Some(s)) = (request.as_ref(), store.as_ref())
+        && crate::state::now_ms() - r.at_ms > policy::REQUEST_VALID.as_millis() as i64
+    {
+        say(
+            "request",
+            "ignoring an old automatic request: this is a repair by hand",
+        );
+        let _ = s.delete_meta(crate::state::REBUILD_REQUEST);
+        *request = None;
+    }
     if let Some(r) = request {
         say("request", &format!("automatic: {}", r.reason));
     }

@@ -45,6 +45,9 @@ pub const ACTIONS: [(&str, &[&str]); 2] = [
 /// repair that could not even start must not be retried at every pass.
 const RATE_LIMITED: [&str; 3] = ["started", "dry-run", "failed"];
 
+/// How long after the daemon's decision `rebuild` still takes its request as the reason it runs.
+pub const REQUEST_VALID: Duration = Duration::from_secs(3600);
+
 /// What `rebuild` is asked to do, in the state store while it runs.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Request {
