@@ -14,7 +14,6 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,6 @@ use common::git::GitServer;
 use common::*;
 
 const NAME: &str = "vt_crash";
-const INPUTS: &str = "/var/gavo/inputs";
 
 /// SQLite's own check, and `current` naming a revision with every file of its commit.
 fn state_is_consistent(home: &Home, git: &GitServer) -> Result<(), String> {
@@ -47,38 +45,6 @@ fn state_is_consistent(home: &Home, git: &GitServer) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Temporary files of the agent anywhere it writes.
-fn leftovers(home: &Home) -> Vec<String> {
-    fn walk(dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".vespa-tmp") || name.starts_with(".tmp-") || name == ".vespa-stage"
-            {
-                let stage_empty = name == ".vespa-stage"
-                    && std::fs::read_dir(e.path())
-                        .is_ok_and(|mut d| d.all(|x| !x.is_ok_and(|x| x.file_name() == NAME)));
-                if !stage_empty {
-                    out.push(e.path().display().to_string());
-                }
-            }
-            if e.file_type().is_ok_and(|t| t.is_dir()) && name != ".vespa-stage" {
-                walk(&e.path(), out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&home.path("state"), &mut out);
-    walk(&Path::new(INPUTS).join(NAME), &mut out);
-    walk(Path::new(INPUTS), &mut Vec::new());
-    if Path::new(INPUTS).join(".vespa-stage").join(NAME).exists() {
-        out.push(format!("{INPUTS}/.vespa-stage/{NAME}"));
-    }
-    out
 }
 
 #[test]
@@ -144,7 +110,7 @@ fn passes_killed_at_random_moments_lose_and_corrupt_nothing() {
             world.source.expected(),
             "after recovery {recoveries}: what DaCHS serves is not the source"
         );
-        let left = leftovers(home);
+        let left = leftovers(home, NAME);
         assert!(
             left.is_empty(),
             "after recovery {recoveries}: left {left:?}"
@@ -186,8 +152,13 @@ fn the_checks_catch_a_partial_file_mixed_versions_and_a_temporary_file() {
     assert!(whole_files(&mixed).is_err());
 
     let home = Home::new(&dachs_url(), "");
-    assert!(leftovers(&home).is_empty());
+    assert!(leftovers(&home, NAME).is_empty());
     home.write("state/revisions/.tmp-abc/q.rd", "");
     home.write("state/.vespa-tmp-state", "");
-    assert_eq!(leftovers(&home).len(), 2, "{:?}", leftovers(&home));
+    assert_eq!(
+        leftovers(&home, NAME).len(),
+        2,
+        "{:?}",
+        leftovers(&home, NAME)
+    );
 }

@@ -55,20 +55,8 @@ fn a_long_run_of_commits_and_granule_churn_keeps_memory_and_descriptors_flat() {
     );
     let agent = Agent::start(&world.home, |_| {});
     let pid = agent.pid();
-    let converged = |world: &World, within: Duration| {
-        let t = Instant::now();
-        loop {
-            if world.served().ok() == Some(world.source.expected()) {
-                return true;
-            }
-            if t.elapsed() > within {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    };
     assert!(
-        converged(&world, Duration::from_secs(120)),
+        world.converged(Duration::from_secs(120)),
         "the first revision never served:\n{}",
         agent.log()
     );
@@ -86,7 +74,7 @@ fn a_long_run_of_commits_and_granule_churn_keeps_memory_and_descriptors_flat() {
         std::thread::sleep(Duration::from_secs(2));
     }
     assert!(
-        converged(&world, Duration::from_secs(120)),
+        world.converged(Duration::from_secs(120)),
         "the last revision never served:\n{}",
         agent.log()
     );
@@ -114,9 +102,17 @@ fn a_long_run_of_commits_and_granule_churn_keeps_memory_and_descriptors_flat() {
         warm.last().unwrap().1,
     );
     assert_eq!(failed, 0, "failed TAP queries: {errors:?}");
+    // A pass holds a few descriptors while it runs (connections, a dachs child's pipes), so
+    // single samples vary; a leak shows as the busiest moments needing more and more.
+    let third = warm.len() / 3;
+    let busiest = |s: &[(f64, u64, usize)]| s.iter().map(|x| x.2).max().unwrap_or(0);
+    let (early, late) = (
+        busiest(&warm[..third]),
+        busiest(&warm[warm.len() - third..]),
+    );
     assert!(
-        fd_last <= fd_first + 4,
-        "open file descriptors grew from {fd_first} to {fd_last}"
+        late <= early + 2,
+        "open file descriptors grew: at most {early} in the first third, {late} in the last"
     );
     // A leak of even a page per pass shows within minutes; noise of the allocator does not reach
     // half the resident size.

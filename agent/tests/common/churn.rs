@@ -10,10 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::dav::DavServer;
+use super::fault::FaultProxy;
 use super::git::GitServer;
 use super::*;
 
 pub const ROWS_PER_FILE: usize = 3;
+pub const MANIFEST: &str = "MANIFEST.sha256";
+const INPUTS: &str = "/var/gavo/inputs";
 
 /// The example's header line and one row to vary.
 pub fn csv(file: u32, version: u32) -> String {
@@ -47,6 +50,24 @@ impl Source {
     pub fn write(&mut self, file: u32, version: u32) {
         std::fs::write(self.dir.join(format!("c{file:04}.csv")), csv(file, version)).unwrap();
         self.files.insert(file, version);
+        self.write_manifest();
+    }
+
+    /// The checksum manifest B2SAFE's replication keeps beside the data: without one a byte
+    /// damaged on the wire cannot be told from the data (sizes match), with one it is refused.
+    fn write_manifest(&self) {
+        use sha2::Digest;
+        let mut text = String::new();
+        for f in self.files.keys() {
+            let name = format!("c{f:04}.csv");
+            let bytes = std::fs::read(self.dir.join(&name)).unwrap();
+            let hex: String = sha2::Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            text.push_str(&format!("{name}\t{}\tsha256:{hex}\n", bytes.len()));
+        }
+        std::fs::write(self.dir.join(MANIFEST), text).unwrap();
     }
 
     /// One file added, one changed, one deleted (never fewer than three left).
@@ -62,6 +83,7 @@ impl Source {
             let gone = keys[(next(seed) % keys.len() as u64) as usize];
             std::fs::remove_file(self.dir.join(format!("c{gone:04}.csv"))).unwrap();
             self.files.remove(&gone);
+            self.write_manifest();
         }
     }
 
@@ -203,7 +225,8 @@ impl World {
             .replace("epnlab", name);
         let service = format!(
             "[[resource]]\ndir = \"{name}\"\n\n[[resource.collection]]\nname = \"granules\"\n\
-             source = \"{}\"\ncredential = \"b2safe\"\ninclude = [\"*.csv\"]\n",
+             source = \"{}\"\ncredential = \"b2safe\"\ninclude = [\"*.csv\"]\n\
+             manifest = \"{MANIFEST}\"\n",
             dav.url(name)
         );
         let mut source = Source {
@@ -216,21 +239,13 @@ impl World {
         }
         source.next_file = 6;
         let home = Home::new(&dachs_url(), "");
-        let token = secret_file(&home, "secrets/token", super::git::TOKEN);
+        secret_file(&home, "secrets/token", super::git::TOKEN);
         secret_file(
             &home,
             "credentials/b2safe",
             &format!("{}:{}\n", super::dav::USER, super::dav::PASSWORD),
         );
-        home.write(
-            "etc/agent.d/20-world.toml",
-            &format!(
-                "[source]\nurl = \"{}\"\ntoken-file = \"{}\"\n\n[granules]\ncredentials-dir = \"{}\"\n",
-                git.url(),
-                token.display(),
-                home.path("credentials").display()
-            ),
-        );
+        write_source(&home, &git.url());
         let w = World {
             name,
             git,
@@ -272,10 +287,69 @@ impl World {
     pub fn served(&self) -> Result<BTreeMap<String, String>, String> {
         served(self.name)
     }
+
+    /// Waits until DaCHS serves exactly the source; false after `within`.
+    pub fn converged(&self, within: Duration) -> bool {
+        let t = std::time::Instant::now();
+        loop {
+            if self.served().ok() == Some(self.source.expected()) {
+                return true;
+            }
+            if t.elapsed() > within {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// From the next commit on, the agent reaches git and WebDAV through these proxies.
+    pub fn route_through(&mut self, git_proxy: &FaultProxy, dav_proxy: &FaultProxy) {
+        self.service = self.service.replace(
+            &self.dav.url(self.name),
+            &dav_proxy.url(&self.dav.url(self.name), self.dav.port),
+        );
+        write_source(&self.home, &git_proxy.url(&self.git.url(), self.git.port));
+    }
+}
+
+fn write_source(home: &Home, url: &str) {
+    home.write(
+        "etc/agent.d/20-world.toml",
+        &format!(
+            "[source]\nurl = \"{url}\"\ntoken-file = \"{}\"\n\n[granules]\ncredentials-dir = \"{}\"\n",
+            home.path("secrets/token").display(),
+            home.path("credentials").display()
+        ),
+    );
 }
 
 impl Drop for World {
     fn drop(&mut self) {
         remove_resource(self.name);
     }
+}
+
+/// Temporary files of the agent anywhere it writes for resource `name`.
+pub fn leftovers(home: &Home, name: &str) -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if file.starts_with(".vespa-tmp") || file.starts_with(".tmp-") {
+                out.push(e.path().display().to_string());
+            } else if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&home.path("state"), &mut out);
+    walk(&Path::new(INPUTS).join(name), &mut out);
+    let stage = Path::new(INPUTS).join(".vespa-stage").join(name);
+    if stage.exists() {
+        out.push(stage.display().to_string());
+    }
+    out
 }
