@@ -212,6 +212,19 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
         }
         Err(e) => {
             let message = e.to_string();
+            // A DaCHS (or PostgreSQL) that stopped answering is the node's fault, not the
+            // commit's: the pass fails and is retried with backoff, the commit is not refused.
+            let down = !(tap.available().await.is_ok() && tap.query(HEALTH_QUERY).await.is_ok());
+            if down {
+                tracing::warn!(commit = %t.sha, error = %message, "DaCHS stopped answering during the apply; the commit is tried again at the next pass");
+                return Err(fail(
+                    "dachs_down",
+                    format!(
+                        "DaCHS stopped answering while commit {} was applied (tried again at the next pass): {message}",
+                        t.sha
+                    ),
+                ));
+            }
             if t.fresh {
                 with_store(cx.store, |s| {
                     s.set_meta(state::DESIRED, &t.sha)?;
