@@ -54,5 +54,14 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "cargo test"
-# --no-fail-fast: one run reports every failing test binary, not only the first.
-cargo test --workspace --locked --no-fail-fast
+# --no-fail-fast: one run reports every failing test binary, not only the first. The proof's
+# figures (crash, faults, fuzz, secrets, soak) are collected in target/vespa-proof.txt and shown
+# at the end, pass or fail.
+rm -f target/vespa-proof.txt
+status=0
+cargo test --workspace --locked --no-fail-fast || status=$?
+if [ -s target/vespa-proof.txt ]; then
+  log "the proof's figures"
+  cat target/vespa-proof.txt
+fi
+exit "$status"

@@ -124,12 +124,12 @@ fn passes_killed_at_random_moments_lose_and_corrupt_nothing() {
         );
     }
     let (queries, failed, errors) = prober.finish();
-    eprintln!(
+    figure(&format!(
         "CRASH: {kills} kill points survived, {recoveries} recoveries over {} revisions in {:.0} \
          s; granules lost or duplicated: 0; TAP queries: {queries}, failed: {failed} {errors:?}",
         world.version,
         started.elapsed().as_secs_f64()
-    );
+    ));
     assert_eq!(failed, 0, "failed TAP queries: {errors:?}");
 }
 

@@ -132,11 +132,11 @@ fn faults_between_the_daemon_and_git_and_storage_lose_and_corrupt_nothing() {
         sum("vespa_agent_reconcile_errors_total{"),
         sum("vespa_agent_granule_failures_total"),
     );
-    eprintln!(
+    figure(&format!(
         "FAULTS: {injected} injected over {rounds} rounds; granule retries {retries}, stage \
          errors {source_errors}, granule failures {granule_errors}; TAP queries {queries}, failed \
          {failed}; granules lost or duplicated: 0"
-    );
+    ));
     assert_eq!(failed, 0, "failed TAP queries: {errors:?}");
     assert!(
         injected >= rounds as usize * 2,

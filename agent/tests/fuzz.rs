@@ -8,6 +8,8 @@
 //! `scripts/fuzz.sh` runs a long session. A failing case is saved by proptest in
 //! tests/fuzz-corpus/regressions.txt and replayed first from then on: commit it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -131,7 +133,7 @@ fn fuzz(target: &'static str, check: impl Fn(&[u8])) {
         executions.get() >= u64::from(cases()),
         "{target}: too few runs"
     );
-    eprintln!("FUZZ {target}: {} executions", executions.get());
+    common::figure(&format!("FUZZ {target}: {} executions", executions.get()));
 }
 
 fn text(b: &[u8]) -> String {

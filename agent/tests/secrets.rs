@@ -230,14 +230,14 @@ fn no_secret_reaches_a_log_a_metric_a_file_or_a_child_process() {
         "GitLab never heard of the pass: {:?}",
         gitlab.statuses()
     );
-    eprintln!(
+    figure(&format!(
         "SECRETS: {} secrets, {files} files, 4 endpoints, the daemon's log, {} bytes of command \
          output and {} bytes of child argv/env scanned; found {}",
         secrets().len(),
         outputs.len(),
         children.len(),
         found.len()
-    );
+    ));
     assert!(found.is_empty(), "secrets found: {found:#?}");
     remove_resource(NAME);
 }

@@ -93,14 +93,14 @@ fn a_long_run_of_commits_and_granule_churn_keeps_memory_and_descriptors_flat() {
     let fd_max = warm.iter().map(|s| s.2).max().unwrap();
     let rss_first = warm[0].1;
     let rss_max = warm.iter().map(|s| s.1).max().unwrap();
-    eprintln!(
+    figure(&format!(
         "SOAK: {seconds} s, {} revisions, {} samples after warm-up; RSS {rss_first} KiB -> {} KiB \
          (max {rss_max}), slope {kib_per_min:.1} KiB/min; open fds {fd_first} -> {fd_last} (max \
          {fd_max}); TAP queries {queries}, failed {failed}",
         world.version,
         warm.len(),
         warm.last().unwrap().1,
-    );
+    ));
     assert_eq!(failed, 0, "failed TAP queries: {errors:?}");
     // A pass holds a few descriptors while it runs (connections, a dachs child's pipes), so
     // single samples vary; a leak shows as the busiest moments needing more and more.

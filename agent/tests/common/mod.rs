@@ -456,3 +456,18 @@ pub fn next(seed: &mut u64) -> u64 {
     *seed ^= *seed << 17;
     *seed
 }
+
+/// One line of the proof's figures (kill points, faults, fuzz executions, secrets found...):
+/// printed now, and appended to target/vespa-proof.txt, which the test command prints at its
+/// end, since cargo shows nothing of a passing test.
+pub fn figure(line: &str) {
+    eprintln!("{line}");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vespa-proof.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
