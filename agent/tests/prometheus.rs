@@ -239,7 +239,12 @@ fn a_real_prometheus_scrapes_a_serving_node() {
         .unwrap()
         .iter()
         .collect();
-    assert_eq!(all.len(), 9);
+    let shipped = std::fs::read_to_string(rules_dir().join("vespa-agent.rules.yml"))
+        .unwrap()
+        .matches("- alert:")
+        .count();
+    assert_eq!(all.len(), shipped, "every shipped rule loaded");
+    assert!(shipped >= 10);
     for r in all {
         assert_eq!(r["health"], "ok", "{r}");
         assert_eq!(r["state"], "inactive", "{r}");
