@@ -72,6 +72,7 @@ fn a_fresh_debian_becomes_a_serving_node_through_cloud_init() {
         git: _git,
         server,
         downloads,
+        one_at_a_time: _one_at_a_time,
     }) = serving_node("bootstrap")
     else {
         return;
