@@ -92,6 +92,18 @@ pub struct RebuildRecord {
     pub reason: String,
 }
 
+impl RebuildRecord {
+    /// A decision taken now.
+    pub fn now(level: &str, action: &str, reason: &str) -> RebuildRecord {
+        RebuildRecord {
+            at_ms: now_ms(),
+            level: level.to_owned(),
+            action: action.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
 /// How many rebuild records the store keeps.
 const REBUILDS_KEPT: i64 = 200;
 

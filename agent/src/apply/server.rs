@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use super::{ApplyContext, ApplyError};
 use crate::dachs::cli::DachsError;
 use crate::dachs::gavo_rc;
-use crate::reconcile::pass::HEALTH_QUERY;
 use crate::service::ServerSettings;
 
 /// How long DaCHS may take to answer again after a restart (it needs about 1.5 s).
@@ -135,7 +134,7 @@ async fn restart(cx: &ApplyContext<'_>) -> Result<(), DachsError> {
     }
     let started = Instant::now();
     loop {
-        let up = cx.tap.available().await.is_ok() && cx.tap.query(HEALTH_QUERY).await.is_ok();
+        let up = cx.tap.answers_adql().await;
         if up {
             return Ok(());
         }

@@ -53,6 +53,16 @@ impl TapClient {
         }
     }
 
+    /// DaCHS serves: VOSI says available AND the health query through ADQL and PostgreSQL
+    /// answers (availability alone says yes with PostgreSQL down).
+    pub async fn answers_adql(&self) -> bool {
+        self.available().await.is_ok()
+            && self
+                .query(crate::reconcile::pass::HEALTH_QUERY)
+                .await
+                .is_ok()
+    }
+
     pub fn sync_url(&self) -> &str {
         &self.sync_url
     }

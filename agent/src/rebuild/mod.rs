@@ -95,12 +95,7 @@ async fn conclude(
     let store = StateStore::open(&settings.state_dir).context("recording the repair's outcome")?;
     let _ = store.delete_meta(crate::state::REBUILD_REQUEST);
     let record = |level: &str, action: &str, reason: &str| {
-        let r = crate::state::RebuildRecord {
-            at_ms: crate::state::now_ms(),
-            level: level.to_owned(),
-            action: action.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let r = crate::state::RebuildRecord::now(level, action, reason);
         say(level, &format!("{action}: {reason}"));
         tracing::warn!(level, action, reason, "automatic rebuild");
         if let Err(e) = store.record_rebuild(&r) {
@@ -240,11 +235,7 @@ async fn repair(
         recreate_database(&settings).await?;
     }
 
-    let answers = tap.available().await.is_ok()
-        && tap
-            .query(crate::reconcile::pass::HEALTH_QUERY)
-            .await
-            .is_ok();
+    let answers = tap.answers_adql().await;
     if answers && db_ok && rootdir_ok {
         say("dachs", "ok");
     } else if dry_run {

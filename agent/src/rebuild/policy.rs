@@ -147,12 +147,7 @@ pub fn record(
     action: &str,
     reason: &str,
 ) {
-    let r = RebuildRecord {
-        at_ms: now_ms(),
-        level: level.to_owned(),
-        action: action.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let r = RebuildRecord::now(level, action, reason);
     if let Err(e) = store.record_rebuild(&r) {
         tracing::error!(error = %e, "cannot record the rebuild decision in the state store");
     }

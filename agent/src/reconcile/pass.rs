@@ -214,7 +214,7 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
             let message = e.to_string();
             // A DaCHS (or PostgreSQL) that stopped answering is the node's fault, not the
             // commit's: the pass fails and is retried with backoff, the commit is not refused.
-            let down = !(tap.available().await.is_ok() && tap.query(HEALTH_QUERY).await.is_ok());
+            let down = !tap.answers_adql().await;
             if down {
                 tracing::warn!(commit = %t.sha, error = %message, "DaCHS stopped answering during the apply; the commit is tried again at the next pass");
                 return Err(fail(
