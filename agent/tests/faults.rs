@@ -150,3 +150,76 @@ fn faults_between_the_daemon_and_git_and_storage_lose_and_corrupt_nothing() {
     let left = leftovers(&world.home, NAME);
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
+
+/// Without a checksum source, a byte damaged on the wire that keeps the size cannot be told from
+/// the data. When the import refuses such a file, the next pass fetches it once more and the
+/// good bytes are imported; a file that is bad at the source itself is fetched twice, no more.
+#[test]
+fn a_file_damaged_on_the_wire_without_a_checksum_is_fetched_again() {
+    const NAME: &str = "vt_refetch";
+    let Some(mut world) = World::start(NAME) else {
+        return;
+    };
+    let git_proxy = FaultProxy::start(world.git.port);
+    let dav_proxy = FaultProxy::start(world.dav.port);
+    world.route_through(&git_proxy, &dav_proxy);
+    world.drop_manifest();
+    world.home.write(
+        "etc/agent.d/40-faults.toml",
+        "[reconcile]\ninterval = \"10s\"\njitter = \"0s\"\n",
+    );
+    let agent = Agent::start(&world.home, |_| {});
+    assert!(
+        world.converged(Duration::from_secs(120)),
+        "the first revision never served:\n{}",
+        agent.log()
+    );
+
+    // A month DaCHS cannot read, in the same number of bytes.
+    const GOOD: &str = "2024-01-02T00";
+    const BAD: &str = "2024-13-02T00";
+    dav_proxy
+        .plan
+        .add("GET", "c0006.csv", Fault::Replace(GOOD, BAD));
+    world.source.write(6, 1);
+    std::fs::write(
+        world.source.dir.join("c0999.csv"),
+        csv(999, 1).replacen(GOOD, BAD, 1),
+    )
+    .unwrap();
+    assert!(
+        world.converged(Duration::from_secs(90)),
+        "the file damaged on the wire was not fetched again; served {:?}\n{}",
+        world.served(),
+        agent.log()
+    );
+    assert_eq!(dav_proxy.plan.pending(), 0, "the damage was never injected");
+    let gets = |name: &str| {
+        dav_proxy
+            .plan
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.starts_with("GET ") && s.contains(name))
+            .count()
+    };
+    assert_eq!(
+        gets("c0006.csv"),
+        2,
+        "the damaged file: once damaged, once whole"
+    );
+    // Several more passes: the file bad at the source stays refused and is not fetched again.
+    std::thread::sleep(Duration::from_secs(25));
+    assert_eq!(
+        gets("c0999.csv"),
+        2,
+        "a file bad at its source is fetched twice, no more"
+    );
+    let log = agent.log();
+    assert!(
+        log.matches("the import refused a granule file").count() >= 2,
+        "the refusals are not logged:\n{log}"
+    );
+    assert_eq!(world.served().unwrap(), world.source.expected());
+}

@@ -137,6 +137,12 @@ fn matcher(patterns: &[String]) -> Result<globset::GlobSet, GranuleError> {
     b.build().map_err(|e| GranuleError::Source(e.to_string()))
 }
 
+/// Prefixed to a granule's recorded version when the import refused a file that no checksum
+/// vouched for: its bytes may have been damaged on the wire with the size kept, so the next pass
+/// fetches it once more (the version no longer matches the listing's). If the same bytes come
+/// again, the source holds them so and the file stays refused until it changes there.
+pub const REFETCH: &str = "refetch ";
+
 /// What one collection's sync did.
 #[derive(Debug, Default)]
 pub struct Synced {
@@ -147,8 +153,9 @@ pub struct Synced {
     /// Paths that left the collection, deleted from the data directory.
     pub vanished: Vec<String>,
     pub bytes: u64,
-    /// Files that could not be verified: recorded as failed, with the reason, and tried again
-    /// when their listing or manifest entry changes.
+    /// Files that could not be verified, and files fetched again after the import refused them
+    /// that came with the same bytes: recorded as failed, with the reason, and tried again when
+    /// their listing or manifest entry changes.
     pub refused: Vec<GranuleRecord>,
     /// Files left for the next pass (a transfer that kept breaking, a file that changed or went
     /// while copied), with the reason. Not recorded: the next listing decides again.
@@ -406,15 +413,12 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
         .max()
         .map_or(0, |m| m + 1000)
         .max(now_ms());
-    let known_mtime: std::collections::HashMap<&str, i64> = job
-        .known
-        .iter()
-        .map(|g| (g.path.as_str(), g.mtime_ms))
-        .collect();
+    let known: std::collections::HashMap<&str, &GranuleRecord> =
+        job.known.iter().map(|g| (g.path.as_str(), g)).collect();
     let mtime_of = |i: usize| {
         let e = &todo[i].entry;
         match e.modified_ms {
-            Some(m) if m > 0 && known_mtime.get(e.path.as_str()).is_none_or(|k| m > *k) => m,
+            Some(m) if m > 0 && known.get(e.path.as_str()).is_none_or(|k| m > k.mtime_ms) => m,
             _ => first_mtime + i as i64,
         }
     };
@@ -526,6 +530,17 @@ pub fn sync(job: &Job) -> Result<Synced, GranuleError> {
         };
         record.sha256 = sha256;
         record.size = size;
+        if let Some(old) = known
+            .get(entry.path.as_str())
+            .filter(|g| g.version.starts_with(REFETCH) && g.sha256 == record.sha256)
+        {
+            // Fetched again after the import refused it, and the same bytes came: nothing to
+            // import again, and no further fetch until the source changes it.
+            record.state = "failed".into();
+            record.error = old.error.clone();
+            out.refused.push(record);
+            continue;
+        }
         if t.existed {
             out.changed += 1;
         } else {

@@ -290,6 +290,11 @@ pub async fn run(
                         reason.clone(),
                     ));
                     *report.failed.entry("import_refused").or_default() += 1;
+                    // Brought in by this pass, with no checksum to vouch for its bytes: fetch
+                    // it once more (see `REFETCH`).
+                    if g.state == "pending" && c.is_some_and(|c| c.manifest.is_none()) {
+                        g.version = format!("{}{}", super::REFETCH, g.version);
+                    }
                     g.state = "failed".into();
                     g.error = Some(reason.clone());
                 }

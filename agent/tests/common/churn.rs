@@ -44,6 +44,8 @@ pub struct Source {
     pub dir: std::path::PathBuf,
     pub files: BTreeMap<u32, u32>,
     pub next_file: u32,
+    /// Whether a checksum manifest is kept beside the granules.
+    pub manifest: bool,
 }
 
 impl Source {
@@ -57,6 +59,9 @@ impl Source {
     /// damaged on the wire cannot be told from the data (sizes match), with one it is refused.
     fn write_manifest(&self) {
         use sha2::Digest;
+        if !self.manifest {
+            return;
+        }
         let mut text = String::new();
         for f in self.files.keys() {
             let name = format!("c{f:04}.csv");
@@ -233,6 +238,7 @@ impl World {
             dir: dav.data(name),
             files: BTreeMap::new(),
             next_file: 0,
+            manifest: true,
         };
         for f in 0..6 {
             source.write(f, 0);
@@ -274,6 +280,18 @@ impl World {
             &[],
         );
         self.git.push();
+    }
+
+    /// From a new commit on, the collection has no checksum manifest: nothing vouches for the
+    /// bytes that arrive.
+    pub fn drop_manifest(&mut self) {
+        self.service = self
+            .service
+            .replace(&format!("manifest = \"{MANIFEST}\"\n"), "");
+        self.source.manifest = false;
+        std::fs::remove_file(self.source.dir.join(MANIFEST)).unwrap();
+        self.version += 1;
+        self.commit();
     }
 
     /// The next revision: a new commit changing the RD, and granule churn.

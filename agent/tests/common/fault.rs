@@ -20,6 +20,9 @@ pub enum Fault {
     Truncate(f64),
     /// Flip one byte in the middle of the body.
     Corrupt,
+    /// Replace the first occurrence of these bytes in the body with as many others: damage
+    /// that keeps the size and that the reader is sure to notice.
+    Replace(&'static str, &'static str),
     /// Pass the head and half the body, then hold the connection this long and close.
     Stall(Duration),
     /// Close the connection with a reset before answering.
@@ -173,6 +176,15 @@ fn serve(mut conn: TcpStream, upstream_port: u16, plan: &Plan) -> std::io::Resul
             if !b.is_empty() {
                 let mid = b.len() / 2;
                 b[mid] ^= 0x20;
+            }
+            conn.write_all(ahead)?;
+            conn.write_all(&b)?;
+        }
+        Some(Fault::Replace(from, to)) => {
+            assert_eq!(from.len(), to.len(), "a replacement keeps the size");
+            let mut b = abody.to_vec();
+            if let Some(i) = find(&b, from.as_bytes()) {
+                b[i..i + to.len()].copy_from_slice(to.as_bytes());
             }
             conn.write_all(ahead)?;
             conn.write_all(&b)?;
