@@ -1,6 +1,6 @@
-//! Resource faults under a real pass: the state directory turning read-only, the DaCHS server
-//! stopped in the middle of a pass, PostgreSQL stopped while `dachs imp` runs. Each time: the
-//! pass fails with an error that says what, DaCHS keeps (or, once back, again) serving whole
+//! Resource faults under a real pass: the disk filling up during a download, the state
+//! directory turning read-only, the DaCHS server stopped in the middle of a pass, PostgreSQL
+//! stopped while `dachs imp` runs. Each time: the pass fails with an error that says what, DaCHS keeps (or, once back, again) serving whole
 //! files only, nothing is corrupted or left behind, and when the fault clears the next pass
 //! converges to exactly the source. One test, its phases in turn: they stop the harness's
 //! shared PostgreSQL and DaCHS, which no other test of this binary may see.
@@ -29,9 +29,11 @@ fn dachs_up() -> bool {
     tap_query("SELECT TOP 1 table_name FROM tap_schema.tables").is_ok()
 }
 
-/// Puts PostgreSQL and DaCHS back, and the state directory's mount away, whatever happened.
+/// Puts PostgreSQL and DaCHS back, and the state and data directories' mounts away, whatever
+/// happened.
 struct Restore {
     state: std::path::PathBuf,
+    data: std::path::PathBuf,
 }
 
 impl Restore {
@@ -52,6 +54,7 @@ impl Drop for Restore {
     fn drop(&mut self) {
         let _ = std::panic::catch_unwind(|| self.services());
         sh(&format!("umount '{}'", self.state.display()));
+        sh(&format!("umount '{}'", self.data.display()));
     }
 }
 
@@ -82,8 +85,20 @@ fn recovered(world: &World, what: &str) {
     assert!(left.is_empty(), "{what}: left {left:?}");
 }
 
+/// Whole files only, and every row of a file still at the source served (in its old version or
+/// its new): a pass that could not bring everything in loses nothing. (Files that left the
+/// source may go: deletions need no space.)
+fn nothing_lost(world: &World, before: &std::collections::BTreeMap<String, String>) {
+    let now = world.served().unwrap();
+    whole_files(&now).unwrap();
+    let expected = world.source.expected();
+    for uid in before.keys().filter(|u| expected.contains_key(*u)) {
+        assert!(now.contains_key(uid), "{uid} was lost; served {now:?}");
+    }
+}
+
 #[test]
-fn a_read_only_state_dir_a_stopped_dachs_and_a_stopped_postgresql_are_survived() {
+fn a_full_disk_a_read_only_state_dir_a_stopped_dachs_and_a_stopped_postgresql_are_survived() {
     if !is_root() {
         missing("root (the test mounts a filesystem and stops PostgreSQL)");
         return;
@@ -100,13 +115,71 @@ fn a_read_only_state_dir_a_stopped_dachs_and_a_stopped_postgresql_are_survived()
         )),
         "cannot mount a tmpfs"
     );
+    // The granules' directory on a filesystem of its own, small enough to fill, mounted before
+    // the first pass: a mount over files the agent brought would hide them, and the import
+    // would prune their rows.
+    let data = std::path::Path::new("/var/gavo/inputs")
+        .join(NAME)
+        .join("data");
+    std::fs::create_dir_all(&data).unwrap();
     let restore = Restore {
         state: state.clone(),
+        data: data.clone(),
     };
+    assert!(
+        sh(&format!(
+            "mount -t tmpfs -o size=1m,mode=0755 tmpfs '{}'",
+            data.display()
+        )),
+        "cannot mount a tmpfs"
+    );
+    world.home.write(
+        "etc/agent.d/50-disk.toml",
+        "[granules]\ndisk-reserve = \"0\"\n",
+    );
     let mut seed = seed("VESPA_RESOURCE_SEED");
     let out = sync(&world);
     assert_eq!(out.code(), 0, "{out:?}");
     assert!(world.converged(Duration::from_secs(30)));
+
+    // 0. The disk fills up: the transfers meet "No space left on device" (no reserve set), then,
+    // with space freed but less than the reserve, the reserve stops them before they start.
+    let before = world.served().unwrap();
+    let filler = data.join("filler.bin");
+    sh(&format!("dd if=/dev/zero of='{}' bs=4k", filler.display()));
+    world.next_revision(&mut seed);
+    let out = sync(&world);
+    assert_ne!(out.code(), 0, "a pass with a full disk: {out:?}");
+    eprintln!("the disk full: {}", out.stderr.lines().last().unwrap_or(""));
+    assert!(
+        out.stderr.contains("No space left on device") && out.stderr.contains(NAME),
+        "the error does not say where and what: {}",
+        out.stderr
+    );
+    nothing_lost(&world, &before);
+    std::fs::write(&filler, vec![0u8; 512 * 1024]).unwrap();
+    world.home.write(
+        "etc/agent.d/50-disk.toml",
+        "[granules]\ndisk-reserve = \"900K\"\n",
+    );
+    let out = sync(&world);
+    assert_ne!(out.code(), 0, "a pass past the disk reserve: {out:?}");
+    eprintln!(
+        "past the reserve: {}",
+        out.stderr.lines().last().unwrap_or("")
+    );
+    assert!(
+        out.stderr.contains("reserve"),
+        "the error does not name the reserve: {}",
+        out.stderr
+    );
+    nothing_lost(&world, &before);
+    std::fs::remove_file(&filler).unwrap();
+    world.home.write(
+        "etc/agent.d/50-disk.toml",
+        "[granules]\ndisk-reserve = \"0\"\n",
+    );
+    recovered(&world, "the disk full");
 
     // 1. The state directory read-only (a full or failing disk remounted by the kernel).
     let before = world.served().unwrap();
