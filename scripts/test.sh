@@ -6,7 +6,8 @@
 # integration tests that drive the real binary against the real DaCHS and a real smart-HTTP git
 # server; agent/tests/delivery.rs builds the .deb, lints it, and boots a Debian 12 under
 # systemd-nspawn that cloud-init turns into a serving node). With CI=true a test whose component
-# is missing fails instead of skipping.
+# is missing fails instead of skipping. Last, cargo fuzz runs each parser's fuzz target for
+# FUZZ_SECONDS (15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -28,6 +29,8 @@ ensure_packages build-essential pkg-config libssl-dev curl ca-certificates prome
 # cargo-deb builds the .deb; cargo-deny checks the dependency tree. Both are on crates.io.
 ensure_cargo_tool cargo-deb 3.8.0
 ensure_cargo_tool cargo-deny 0.20.2
+# cargo-fuzz: coverage-guided fuzzing of the parsers (scripts/fuzz.sh), bounded here.
+ensure_cargo_tool cargo-fuzz 0.13.2
 
 # A demo agent (scripts/demo.sh) converges the same DaCHS, /etc/gavo.rc included, every minute;
 # it would fight the tests that change them.
@@ -60,6 +63,9 @@ log "cargo test"
 rm -f target/vespa-proof.txt
 status=0
 cargo test --workspace --locked --no-fail-fast || status=$?
+
+log "cargo fuzz: every parser of outside input, ${FUZZ_SECONDS:-15} s each (coverage-guided)"
+FUZZ_BUILD=dev SECONDS_PER_TARGET="${FUZZ_SECONDS:-15}" CASES=0 bash scripts/fuzz.sh || status=$?
 if [ -s target/vespa-proof.txt ]; then
   log "the proof's figures"
   cat target/vespa-proof.txt
