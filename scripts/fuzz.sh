@@ -22,21 +22,21 @@ ensure_cargo_tool cargo-fuzz 0.13.2
 per_target="${SECONDS_PER_TARGET:-600}"
 build="--${FUZZ_BUILD:-release}"
 cases="${CASES:-1000000}"
-export RUSTC_BOOTSTRAP=1
+fuzz() { RUSTC_BOOTSTRAP=1 cargo fuzz "$@"; }
 proof=target/vespa-proof.txt
 mkdir -p target
 
 log "cargo fuzz build (AddressSanitizer, $build)"
-cargo fuzz build "$build"
+fuzz build "$build"
 status=0
-for t in $(cargo fuzz list); do
+for t in $(fuzz list); do
   work="target/fuzz-corpus/$t"
   mkdir -p "$work"
   log "cargo fuzz run $t ($per_target s)"
   out=$(mktemp)
-  # New inputs go to the first directory; the committed seeds are read from the second.
+  # New inputs go to the first directory; the committed corpus and seeds are only read.
   mkdir -p "fuzz/corpus/$t"
-  if cargo fuzz run "$build" "$t" "$work" "fuzz/corpus/$t" "agent/tests/fuzz-corpus/$t" -- \
+  if fuzz run "$build" "$t" "$work" "fuzz/corpus/$t" "agent/tests/fuzz-corpus/$t" -- \
     -max_total_time="$per_target" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     >"$out" 2>&1; then
     runs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1/p' "$out" | tail -1)
@@ -49,7 +49,7 @@ for t in $(cargo fuzz list); do
   fi
   rm -f "$out"
   if [ "${MERGE:-0}" = 1 ]; then
-    cargo fuzz run "$build" "$t" "fuzz/corpus/$t" "$work" -- -merge=1 >/dev/null 2>&1
+    fuzz run "$build" "$t" "fuzz/corpus/$t" "$work" -- -merge=1 >/dev/null 2>&1
     log "fuzz/corpus/$t: $(ls "fuzz/corpus/$t" | wc -l) inputs"
   fi
 done

@@ -140,7 +140,9 @@ fn matcher(patterns: &[String]) -> Result<globset::GlobSet, GranuleError> {
 /// Prefixed to a granule's recorded version when the import refused a file that no checksum
 /// vouched for: its bytes may have been damaged on the wire with the size kept, so the next pass
 /// fetches it once more (the version no longer matches the listing's). If the same bytes come
-/// again, the source holds them so and the file stays refused until it changes there.
+/// again, the source holds them so and the file stays refused until it changes there. (Only a
+/// manifest tells the stage that a checksum vouched; a file an iRODS checksum verified is
+/// fetched once more for nothing.)
 pub const REFETCH: &str = "refetch ";
 
 /// What one collection's sync did.
