@@ -1,9 +1,10 @@
 //! Resource faults under a real pass: the disk filling up during a download, the state
 //! directory turning read-only, the DaCHS server stopped in the middle of a pass, PostgreSQL
-//! stopped while `dachs imp` runs. Each time: the pass fails with an error that says what, DaCHS keeps (or, once back, again) serving whole
-//! files only, nothing is corrupted or left behind, and when the fault clears the next pass
-//! converges to exactly the source. One test, its phases in turn: they stop the harness's
-//! shared PostgreSQL and DaCHS, which no other test of this binary may see.
+//! stopped while `dachs imp` runs. Each time: the pass fails with an error that says what, DaCHS
+//! keeps (or, once back, again) serving whole files only, nothing is corrupted or left behind,
+//! and when the fault clears the next pass converges to exactly the source. One test, its phases
+//! in turn: they stop the harness's shared PostgreSQL and DaCHS, which no other test of this
+//! binary may see.
 
 mod common;
 
