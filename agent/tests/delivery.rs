@@ -14,6 +14,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::churn::Prober;
 use common::git::GitServer;
 use common::node::*;
 use common::{env_usize, eventually, figure, have, missing, next, post, seed};
@@ -290,21 +291,9 @@ fn killed_under_systemd(node: &Node, git: &GitServer) -> String {
         ("X-Gitlab-Token", WEBHOOK_SECRET),
     ];
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let prober = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut queries, mut failed) = (0u64, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                queries += 1;
-                if let Err(e) = tap_count(NODE_DACHS_PORT) {
-                    failed.push(e);
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            (queries, failed)
-        })
-    };
+    let prober = Prober::with(Duration::from_millis(200), || {
+        tap_count(NODE_DACHS_PORT).map(drop)
+    });
     let rd = git.work().join("epnlab/q.rd");
     let example =
         std::fs::read_to_string(root().join("examples/granules/epnlab/g00000000.csv")).unwrap();
@@ -345,15 +334,13 @@ fn killed_under_systemd(node: &Node, git: &GitServer) -> String {
     eventually("every granule served", Duration::from_secs(180), || {
         (tap_count(NODE_DACHS_PORT).as_deref() == Ok(rows.as_str())).then_some(())
     });
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (queries, failed) = prober.join().unwrap();
+    let (queries, failed, errors) = prober.finish();
     // Each exactly once: as many distinct granules as rows.
-    let distinct = node.sh(&format!(
-        "curl -fsS -m 10 http://127.0.0.1:{NODE_DACHS_PORT}/tap/sync --data-urlencode REQUEST=doQuery \
-         --data-urlencode LANG=ADQL --data-urlencode RESPONSEFORMAT=csv --data-urlencode \
-         'QUERY=SELECT COUNT(DISTINCT granule_uid) AS n FROM epnlab.epn_core' | tail -1"
-    ));
-    assert_eq!(distinct.trim(), rows, "a granule is served twice");
+    let distinct = tap_answer(
+        NODE_DACHS_PORT,
+        "SELECT COUNT(DISTINCT granule_uid) AS n FROM epnlab.epn_core",
+    );
+    assert_eq!(distinct, Ok(rows.clone()), "a granule is served twice");
     let sound = node.sh(
         "python3 -c \"import sqlite3; print(sqlite3.connect('file:/var/lib/vespa-agent/state.db?mode=ro', \
          uri=True).execute('PRAGMA integrity_check').fetchone()[0])\"",
@@ -371,9 +358,8 @@ fn killed_under_systemd(node: &Node, git: &GitServer) -> String {
     assert_eq!(node.sh("vespa-agent plan >/dev/null; echo $?").trim(), "0");
     figure(&format!(
         "NODE KILLS: {kills} SIGKILLs under systemd ({in_pass} during a pass), each restarted by \
-         systemd; TAP queries {queries}, failed {}; granules lost or duplicated: 0",
-        failed.len()
+         systemd; TAP queries {queries}, failed {failed}; granules lost or duplicated: 0"
     ));
-    assert!(failed.is_empty(), "failed TAP queries: {failed:?}");
+    assert_eq!(failed, 0, "failed TAP queries: {errors:?}");
     rows
 }

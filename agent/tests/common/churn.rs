@@ -157,7 +157,17 @@ pub struct Prober {
 }
 
 impl Prober {
+    /// Queries the host's DaCHS for table `name` every 100 ms.
     pub fn start(name: &str) -> Prober {
+        let query = format!("SELECT COUNT(*) FROM {name}.epn_core");
+        Prober::with(Duration::from_millis(100), move || tap_query(&query))
+    }
+
+    /// Runs `probe` every `every` until [`Prober::finish`].
+    pub fn with(
+        every: Duration,
+        probe: impl Fn() -> Result<(), String> + Send + 'static,
+    ) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let queries = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -168,18 +178,17 @@ impl Prober {
             failed.clone(),
             errors.clone(),
         );
-        let query = format!("SELECT COUNT(*) FROM {name}.epn_core");
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 q.fetch_add(1, Ordering::Relaxed);
-                if let Err(err) = tap_query(&query) {
+                if let Err(err) = probe() {
                     f.fetch_add(1, Ordering::Relaxed);
                     let mut e = e.lock().unwrap();
                     if e.len() < 5 {
                         e.push(err);
                     }
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(every);
             }
         });
         Prober {

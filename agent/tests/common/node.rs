@@ -290,6 +290,11 @@ pub fn file_server(dir: PathBuf) -> httpd::Listener {
 
 /// `SELECT COUNT(*)` of the example table from the host, or why not.
 pub fn tap_count(port: u16) -> Result<String, String> {
+    tap_answer(port, "SELECT COUNT(*) AS n FROM epnlab.epn_core")
+}
+
+/// The one value `n` of an ADQL query to the node's DaCHS, from the host, or why not.
+pub fn tap_answer(port: u16, adql: &str) -> Result<String, String> {
     let out = Command::new("curl")
         .args([
             "-s",
@@ -304,10 +309,7 @@ pub fn tap_count(port: u16) -> Result<String, String> {
             "LANG=ADQL",
         ])
         .args(["--data-urlencode", "RESPONSEFORMAT=csv"])
-        .args([
-            "--data-urlencode",
-            "QUERY=SELECT COUNT(*) AS n FROM epnlab.epn_core",
-        ])
+        .args(["--data-urlencode", &format!("QUERY={adql}")])
         .output()
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout);
