@@ -225,17 +225,18 @@ pub async fn import_once(
     let dachs = crate::dachs::cli::Dachs::from_settings(&settings.dachs);
     let store = std::sync::Mutex::new(store);
     let bar = crate::cli::progress::Bar::on_terminal();
-    let report = crate::granules::stage::run(
-        bar.as_ref()
+    let report = crate::granules::stage::Stage {
+        watcher: bar
+            .as_ref()
             .map(|b| b as &dyn crate::granules::stage::Watcher),
-        &dachs,
-        &store,
-        &runtime,
-        &settings.dachs.inputs_dir,
-        &settings.granules,
-        &applied,
-        &service,
-    )
+        dachs: &dachs,
+        store: &store,
+        runtime: &runtime,
+        inputs: &settings.dachs.inputs_dir,
+        settings: &settings.granules,
+        sha: &applied,
+    }
+    .run(&service)
     .await;
     if let Some(b) = &bar {
         b.finish();

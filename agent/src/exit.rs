@@ -25,7 +25,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
             return CONFIG;
         }
         if let Some(e) = cause.downcast_ref::<StateError>() {
-            return e.exit_code();
+            return for_state(e);
         }
         if cause
             .downcast_ref::<std::io::Error>()
@@ -35,4 +35,31 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         }
     }
     FAILURE
+}
+
+/// A second agent holding the lock is "unavailable"; a damaged or newer store is bad data; the
+/// rest is the disk.
+fn for_state(e: &StateError) -> u8 {
+    match e {
+        StateError::Locked { .. } => UNAVAILABLE,
+        StateError::Corrupt { .. } | StateError::TooNew { .. } => DATAERR,
+        StateError::Dir { .. } | StateError::Sqlite { .. } => IOERR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateStore;
+
+    #[test]
+    fn a_second_writer_exits_unavailable() {
+        let t = tempfile::tempdir().unwrap();
+        let _first = StateStore::open(t.path()).unwrap();
+        let e = StateStore::open(t.path()).unwrap_err();
+        assert_eq!(
+            code_for(&anyhow::Error::new(e).context("opening")),
+            UNAVAILABLE
+        );
+    }
 }

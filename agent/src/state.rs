@@ -10,8 +10,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::exit;
-
 /// The schema, one step per version. Step N takes a database from version N to N+1; a step is
 /// never edited once released (add a new one instead).
 const MIGRATIONS: &[&str] = &[
@@ -198,16 +196,6 @@ pub enum StateError {
         path: PathBuf,
         source: rusqlite::Error,
     },
-}
-
-impl StateError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            StateError::Locked { .. } => exit::UNAVAILABLE,
-            StateError::Corrupt { .. } | StateError::TooNew { .. } => exit::DATAERR,
-            StateError::Dir { .. } | StateError::Sqlite { .. } => exit::IOERR,
-        }
-    }
 }
 
 /// How a pass ended.
@@ -1034,7 +1022,6 @@ mod tests {
         let _first = StateStore::open(t.path()).unwrap();
         let e = StateStore::open(t.path()).unwrap_err();
         assert!(matches!(e, StateError::Locked { .. }), "{e}");
-        assert_eq!(e.exit_code(), exit::UNAVAILABLE);
     }
 
     #[test]

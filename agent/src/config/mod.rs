@@ -6,6 +6,7 @@
 //! running settings untouched.
 
 pub mod error;
+pub mod follow;
 pub mod fragments;
 pub mod layers;
 pub mod render;
@@ -21,7 +22,7 @@ pub use error::{ConfigError, Location};
 pub use layers::Layout;
 pub use secret::{Secret, SecretFile};
 
-pub use crate::source::fetch::Follow;
+pub use follow::Follow;
 
 use fragments::Fragment;
 use toml::Spanned;

@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use super::votable::{self, Answer};
 
+/// The query the health stage runs: TAP_SCHEMA exists on every DaCHS, so it answers before any
+/// service is deployed, and it goes through ADQL, DaCHS and PostgreSQL (an availability check
+/// alone says "available" even with PostgreSQL down).
+pub const HEALTH_QUERY: &str = "SELECT TOP 1 table_name FROM tap_schema.tables";
+
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
     #[error("TAP service {url} did not answer: {reason}")]
@@ -56,11 +61,7 @@ impl TapClient {
     /// DaCHS serves: VOSI says available AND the health query through ADQL and PostgreSQL
     /// answers (availability alone says yes with PostgreSQL down).
     pub async fn answers_adql(&self) -> bool {
-        self.available().await.is_ok()
-            && self
-                .query(crate::reconcile::pass::HEALTH_QUERY)
-                .await
-                .is_ok()
+        self.available().await.is_ok() && self.query(HEALTH_QUERY).await.is_ok()
     }
 
     pub fn sync_url(&self) -> &str {

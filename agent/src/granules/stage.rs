@@ -116,124 +116,187 @@ pub trait Watcher: Sync {
     fn import(&self, resource: &str, files: usize);
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    watcher: Option<&dyn Watcher>,
-    dachs: &Dachs,
-    store_: &Mutex<StateStore>,
-    runtime: &Runtime,
-    inputs: &Path,
-    settings: &GranuleSettings,
-    sha: &str,
-    service: &Service,
-) -> Result<Report, GranuleError> {
-    let owner = Owner::of(&dachs.user);
-    let mut report = Report::default();
-    for res in service
-        .resources
-        .iter()
-        .filter(|r| !r.collections.is_empty())
-    {
-        let resource_dir = inputs.join(&res.dir);
-        if !resource_dir.is_dir() {
-            continue;
-        }
-        let mut changed = false;
-        for c in &res.collections {
-            runtime.set_activity(format!("syncing granules of {}/{}", res.dir, c.name));
-            let label = format!("{}/{}", res.dir, c.name);
-            let known = store(store_, |s| s.granules(&res.dir, &c.name))?;
-            let progress = Arc::new(super::Progress::default());
-            let mut job = match job(&resource_dir, &res.dir, c, settings, sha, owner, known) {
-                Ok(j) => j,
-                Err(e) => {
-                    *report.failed.entry(e.kind()).or_default() += 1;
-                    report.failures.push((label, e));
-                    continue;
-                }
+/// What the stage works with during one pass; [`Stage::run`] reads like the pipeline: for each
+/// deployed resource, sync each collection and record what came, then import what is pending
+/// and record what DaCHS refused.
+pub struct Stage<'a> {
+    /// The terminal's bar, besides `STATUS=`.
+    pub watcher: Option<&'a dyn Watcher>,
+    pub dachs: &'a Dachs,
+    pub store: &'a Mutex<StateStore>,
+    pub runtime: &'a Runtime,
+    /// `dachs.inputs-dir`: the resources' directories are below it.
+    pub inputs: &'a Path,
+    pub settings: &'a GranuleSettings,
+    /// The applied revision the records name.
+    pub sha: &'a str,
+}
+
+impl Stage<'_> {
+    pub async fn run(&self, service: &Service) -> Result<Report, GranuleError> {
+        let mut report = Report::default();
+        for res in service
+            .resources
+            .iter()
+            .filter(|r| !r.collections.is_empty())
+        {
+            let resource_dir = self.inputs.join(&res.dir);
+            if !resource_dir.is_dir() {
+                continue;
+            }
+            let mut changed = false;
+            for c in &res.collections {
+                changed |= self
+                    .sync_collection(res, c, &resource_dir, &mut report)
+                    .await?;
+            }
+            let Some(pending) = self.files_to_import(res, &resource_dir, changed)? else {
+                continue;
             };
-            job.progress = Some(progress.clone());
-            let handle = tokio::task::spawn_blocking(move || super::sync(&job));
-            tokio::pin!(handle);
-            // `STATUS=` (systemctl status) and the terminal's bar follow the transfer.
-            let tick = Duration::from_millis(if watcher.is_some() { 200 } else { 1000 });
-            let synced = loop {
-                tokio::select! {
-                    r = &mut handle => break r,
-                    _ = tokio::time::sleep(tick) => {
-                        let total = progress.total.load(Ordering::Relaxed);
-                        let done = progress.done.load(Ordering::Relaxed);
-                        let bytes = progress.bytes.load(Ordering::Relaxed);
-                        if total > 0 {
-                            runtime.set_activity(format!(
-                                "bringing granules of {label}: {done}/{total} files, {}",
-                                super::transfer::human(bytes)
-                            ));
-                        }
-                        if let Some(w) = watcher {
-                            w.transfer(&label, done, total, bytes);
-                        }
+            self.import(res, &resource_dir, pending, &mut report)
+                .await?;
+        }
+        Ok(report)
+    }
+
+    /// One collection brought in step with its source and the result recorded. `Ok(true)` when
+    /// files came or went; a collection that fails is in the report and leaves the others to go
+    /// on; only the state store failing ends the stage.
+    async fn sync_collection(
+        &self,
+        res: &Resource,
+        c: &Collection,
+        resource_dir: &Path,
+        report: &mut Report,
+    ) -> Result<bool, GranuleError> {
+        let label = format!("{}/{}", res.dir, c.name);
+        self.runtime
+            .set_activity(format!("syncing granules of {label}"));
+        let known = store(self.store, |s| s.granules(&res.dir, &c.name))?;
+        let owner = Owner::of(&self.dachs.user);
+        let synced = match job(
+            resource_dir,
+            &res.dir,
+            c,
+            self.settings,
+            self.sha,
+            owner,
+            known,
+        ) {
+            Ok(j) => self.transfer(j, &label).await?,
+            Err(e) => Err(e),
+        };
+        let synced = match synced {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(collection = %label, error = %e, "a granule collection could not be synced; the others go on");
+                *report.failed.entry(e.kind()).or_default() += 1;
+                report.failures.push((label, e));
+                return Ok(false);
+            }
+        };
+        self.record_synced(res, c, &synced, report)?;
+        if let Some(e) = synced.failure() {
+            report.failures.push((label, e));
+        }
+        Ok(!synced.is_empty())
+    }
+
+    /// The job run on a blocking thread while `STATUS=` (systemctl status) and the terminal's
+    /// bar follow it. The outer error is the sync task crashing; the inner one the collection's.
+    async fn transfer(
+        &self,
+        mut job: Job,
+        label: &str,
+    ) -> Result<Result<super::Synced, GranuleError>, GranuleError> {
+        let progress = Arc::new(super::Progress::default());
+        job.progress = Some(progress.clone());
+        let handle = tokio::task::spawn_blocking(move || super::sync(&job));
+        tokio::pin!(handle);
+        let tick = Duration::from_millis(if self.watcher.is_some() { 200 } else { 1000 });
+        loop {
+            tokio::select! {
+                r = &mut handle => break r,
+                _ = tokio::time::sleep(tick) => {
+                    let total = progress.total.load(Ordering::Relaxed);
+                    let done = progress.done.load(Ordering::Relaxed);
+                    let bytes = progress.bytes.load(Ordering::Relaxed);
+                    if total > 0 {
+                        self.runtime.set_activity(format!(
+                            "bringing granules of {label}: {done}/{total} files, {}",
+                            super::transfer::human(bytes)
+                        ));
+                    }
+                    if let Some(w) = self.watcher {
+                        w.transfer(label, done, total, bytes);
                     }
                 }
             }
-            .map_err(|e| GranuleError::Local(format!("the granule sync crashed: {e}")))?;
-            // A collection that cannot be listed leaves the others to go on.
-            let synced = match synced {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(collection = %label, error = %e, "a granule collection could not be synced; the others go on");
-                    *report.failed.entry(e.kind()).or_default() += 1;
-                    report.failures.push((label, e));
-                    continue;
-                }
-            };
-            store(store_, |s| s.put_granules(&synced.fetched))?;
-            store(store_, |s| {
-                s.remove_granules(&res.dir, &c.name, &synced.vanished)
-            })?;
-            store(store_, |s| s.put_granules(&synced.refused))?;
-            for g in &synced.refused {
-                let reason = g.error.clone().unwrap_or_default();
-                tracing::warn!(message_id = crate::journal::GRANULE_REFUSED, resource = %res.dir, collection = %c.name, granule = %g.path, reason = %reason, "a granule file was refused before import; the others go on");
-                report
-                    .refused
-                    .push((format!("{}/{}/{}", res.dir, c.name, g.path), reason));
-            }
-            if !synced.is_empty() {
-                tracing::info!(
-                    resource = %res.dir,
-                    collection = %c.name,
-                    added = synced.added,
-                    changed = synced.changed,
-                    vanished = synced.vanished.len(),
-                    bytes = synced.bytes,
-                    "granules brought in"
-                );
-            }
-            for (path, why) in &synced.deferred {
-                tracing::info!(collection = %label, granule = %path, reason = %why, "a granule file is left for the next pass");
-            }
-            if let Some(e) = synced.failure() {
-                report.failures.push((label, e));
-            }
-            changed |= !synced.is_empty();
-            report.retries += synced.retries;
-            for (k, n) in &synced.failed {
-                *report.failed.entry(k).or_default() += n;
-            }
-            report.transfer_seconds.extend(&synced.durations);
-            report.added += synced.added;
-            report.changed += synced.changed;
-            report.vanished += synced.vanished.len();
-            report.bytes += synced.bytes;
         }
+        .map_err(|e| GranuleError::Local(format!("the granule sync crashed: {e}")))
+    }
 
-        // An incremental import reads the pending files; a full one reads every file that is
-        // on disk (those refused before the import never got there: they have no checksum).
+    /// What a collection's sync fetched, lost and refused goes to the state store, the log and
+    /// the report.
+    fn record_synced(
+        &self,
+        res: &Resource,
+        c: &Collection,
+        synced: &super::Synced,
+        report: &mut Report,
+    ) -> Result<(), GranuleError> {
+        store(self.store, |s| s.put_granules(&synced.fetched))?;
+        store(self.store, |s| {
+            s.remove_granules(&res.dir, &c.name, &synced.vanished)
+        })?;
+        store(self.store, |s| s.put_granules(&synced.refused))?;
+        for g in &synced.refused {
+            let reason = g.error.clone().unwrap_or_default();
+            tracing::warn!(message_id = crate::journal::GRANULE_REFUSED, resource = %res.dir, collection = %c.name, granule = %g.path, reason = %reason, "a granule file was refused before import; the others go on");
+            report
+                .refused
+                .push((format!("{}/{}/{}", res.dir, c.name, g.path), reason));
+        }
+        if !synced.is_empty() {
+            tracing::info!(
+                resource = %res.dir,
+                collection = %c.name,
+                added = synced.added,
+                changed = synced.changed,
+                vanished = synced.vanished.len(),
+                bytes = synced.bytes,
+                "granules brought in"
+            );
+        }
+        let label = format!("{}/{}", res.dir, c.name);
+        for (path, why) in &synced.deferred {
+            tracing::info!(collection = %label, granule = %path, reason = %why, "a granule file is left for the next pass");
+        }
+        report.retries += synced.retries;
+        for (k, n) in &synced.failed {
+            *report.failed.entry(k).or_default() += n;
+        }
+        report.transfer_seconds.extend(&synced.durations);
+        report.added += synced.added;
+        report.changed += synced.changed;
+        report.vanished += synced.vanished.len();
+        report.bytes += synced.bytes;
+        Ok(())
+    }
+
+    /// The files the resource's next import reads, or `None` when nothing calls for one. An
+    /// incremental import reads the pending files; a full one every file that is on disk (those
+    /// refused before the import never got there: they have no checksum).
+    fn files_to_import(
+        &self,
+        res: &Resource,
+        resource_dir: &Path,
+        changed: bool,
+    ) -> Result<Option<Vec<GranuleRecord>>, GranuleError> {
         let mut pending: Vec<GranuleRecord> = Vec::new();
         let mut on_disk: Vec<GranuleRecord> = Vec::new();
         for c in &res.collections {
-            for g in store(store_, |s| s.granules(&res.dir, &c.name))? {
+            for g in store(self.store, |s| s.granules(&res.dir, &c.name))? {
                 if g.state == "pending" {
                     pending.push(g);
                 } else if !g.sha256.is_empty() {
@@ -242,10 +305,10 @@ pub async fn run(
             }
         }
         if !changed && pending.is_empty() {
-            continue;
+            return Ok(None);
         }
-        if incremental(&resource_dir, res) {
-            runtime.set_activity(format!(
+        if incremental(resource_dir, res) {
+            self.runtime.set_activity(format!(
                 "importing {} new or changed granule files of {}",
                 pending.len(),
                 res.dir
@@ -253,27 +316,38 @@ pub async fn run(
         } else {
             pending.append(&mut on_disk);
             tracing::info!(resource = %res.dir, files = pending.len(), "the RD has no updating data: a full import reads every granule file again");
-            runtime.set_activity(format!(
+            self.runtime.set_activity(format!(
                 "importing all {} granule files of {} (a full import: the RD has no updating data)",
                 pending.len(),
                 res.dir
             ));
         }
-        if let Some(w) = watcher {
+        Ok(Some(pending))
+    }
+
+    /// One `dachs imp -c` of the resource, then each file's outcome recorded. A failed import
+    /// leaves its files pending, so the next pass imports them again.
+    async fn import(
+        &self,
+        res: &Resource,
+        resource_dir: &Path,
+        mut pending: Vec<GranuleRecord>,
+        report: &mut Report,
+    ) -> Result<(), GranuleError> {
+        if let Some(w) = self.watcher {
             w.import(&res.dir, pending.len());
         }
         let started = std::time::Instant::now();
-        let skipped = dachs.import_continuing(&res.rd_id()).await;
+        let skipped = self.dachs.import_continuing(&res.rd_id()).await;
         report.import_seconds.push(started.elapsed().as_secs_f64());
         let skipped = match skipped {
             Ok(s) => s,
             Err(e) => {
-                // The files stay pending: the next pass imports them again.
                 *report.failed.entry("import_failed").or_default() += 1;
                 report
                     .failures
                     .push((res.dir.clone(), GranuleError::Import(e.message())));
-                continue;
+                return Ok(());
             }
         };
         for g in &mut pending {
@@ -304,8 +378,8 @@ pub async fn run(
                 }
             }
         }
-        store(store_, |s| s.put_granules(&pending))?;
+        store(self.store, |s| s.put_granules(&pending))?;
         report.imported.push(res.dir.clone());
+        Ok(())
     }
-    Ok(report)
 }

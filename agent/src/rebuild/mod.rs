@@ -15,6 +15,7 @@
 //! `systemctl start vespa-agent-rebuild` runs it with the daemon stopped and starts the daemon
 //! again afterwards. Level 2, a new VM from OpenStack, is [`vm`].
 
+pub mod actions;
 pub mod policy;
 pub mod system;
 pub mod vm;
@@ -115,11 +116,7 @@ async fn conclude(
         return result;
     }
     let tap = TapClient::new(&settings.dachs.url, settings.dachs.query_timeout);
-    if tap
-        .query(crate::reconcile::pass::HEALTH_QUERY)
-        .await
-        .is_ok()
-    {
+    if tap.query(crate::dachs::tap::HEALTH_QUERY).await.is_ok() {
         record(
             "vm",
             "not-needed",
@@ -315,7 +312,7 @@ fn prepare_root(root: &Path, user: &str) -> anyhow::Result<()> {
 async fn wait_for_tap(tap: &TapClient) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        let health = tap.query(crate::reconcile::pass::HEALTH_QUERY).await;
+        let health = tap.query(crate::dachs::tap::HEALTH_QUERY).await;
         match health {
             Ok(_) => return Ok(()),
             Err(e) if started.elapsed() > DACHS_START => {

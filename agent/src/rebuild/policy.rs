@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use super::actions::ACTIONS;
 use crate::config::{Automatic, RebuildSettings};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -28,18 +29,6 @@ pub const REBUILD_UNIT: &str = if cfg!(test) {
 } else {
     "vespa-agent-rebuild.service"
 };
-
-/// The actions [`RebuildRecord`]s and the metric use: a fixed set per level.
-pub const ACTIONS: [(&str, &[&str]); 2] = [
-    (
-        "repair",
-        &["started", "dry-run", "refused", "failed", "succeeded"],
-    ),
-    (
-        "vm",
-        &["started", "dry-run", "refused", "failed", "not-needed"],
-    ),
-];
 
 /// A repair counts against `rebuild.repair-interval` once decided, whatever became of it: a
 /// repair that could not even start must not be retried at every pass.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::apply::{self, ApplyContext};
 use crate::config::{Settings, SourceSettings, Verify};
 use crate::dachs::cli::Dachs;
-use crate::dachs::tap::TapClient;
+use crate::dachs::tap::{HEALTH_QUERY, TapClient};
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, Watched};
 use crate::service;
@@ -25,11 +25,6 @@ pub struct StageFailure {
     pub kind: &'static str,
     pub message: String,
 }
-
-/// The query the health stage runs: TAP_SCHEMA exists on every DaCHS, so it answers before any
-/// service is deployed, and it goes through ADQL, DaCHS and PostgreSQL (an availability check
-/// alone says "available" even with PostgreSQL down).
-pub const HEALTH_QUERY: &str = "SELECT TOP 1 table_name FROM tap_schema.tables";
 
 pub struct PassContext<'a> {
     pub settings: &'a Settings,
@@ -280,16 +275,16 @@ async fn granules(
     let d = &cx.settings.dachs;
     let dachs = Dachs::from_settings(d);
     let started = Instant::now();
-    let result = crate::granules::stage::run(
-        None,
-        &dachs,
-        cx.store,
-        cx.runtime,
-        &d.inputs_dir,
-        &cx.settings.granules,
+    let result = crate::granules::stage::Stage {
+        watcher: None,
+        dachs: &dachs,
+        store: cx.store,
+        runtime: cx.runtime,
+        inputs: &d.inputs_dir,
+        settings: &cx.settings.granules,
         sha,
-        service,
-    )
+    }
+    .run(service)
     .await;
     if let Ok(counts) = with_store(cx.store, |s| s.granule_counts()) {
         for state in ["pending", "imported", "failed"] {
