@@ -4,5 +4,6 @@
 # Needs root and what the test command installs (scripts/test.sh). VESPA_BENCH_ROUNDS=3 by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo test --locked --test rebuild bench_wiped_var_gavo_agent_against_by_hand -- \
+cargo build --locked -p vespa-agent
+exec cargo test --locked -p vespa-agent-tests --test rebuild bench_wiped_var_gavo_agent_against_by_hand -- \
     --ignored --nocapture --test-threads=1

@@ -56,6 +56,6 @@ done
 
 if [ "$cases" -gt 0 ]; then
   log "proptest, $cases cases per target"
-  VESPA_FUZZ_CASES="$cases" cargo test --release --locked --test fuzz -- --nocapture || status=1
+  VESPA_FUZZ_CASES="$cases" cargo test --release --locked -p vespa-agent --test fuzz -- --nocapture || status=1
 fi
 exit "$status"

@@ -47,6 +47,7 @@ pub mod source;
 pub mod state;
 pub mod systemd;
 pub mod watch;
+pub mod xml;
 
 /// An error and its causes on one line ("a: b: c"). Libraries like reqwest keep the useful part
 /// ("Connection refused") in the source chain, which `Display` alone does not show.

@@ -1,10 +1,8 @@
 //! The short commands: check-config, status, version, and their exit codes.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
+use harness::*;
 
 #[test]
 fn check_config_with_a_broken_dropin_exits_78_naming_file_line_and_key() {

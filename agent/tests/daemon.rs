@@ -1,11 +1,9 @@
 //! `vespa-agent run` as systemd and an operator see it: the notify protocol, signals, the HTTP
 //! endpoints, and what happens with bad configuration or a bad state store.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use harness::*;
 
 fn unreachable_dachs() -> String {
     format!("http://127.0.0.1:{}", closed_port())

@@ -9,7 +9,6 @@
 //! `scripts/fuzz.sh` runs a long session of both. A failing case is saved by proptest in
 //! tests/fuzz-corpus/regressions.txt and replayed first from then on: commit it.
 
-mod common;
 mod fuzzing;
 
 use std::path::{Path, PathBuf};
@@ -140,7 +139,7 @@ fn fuzz(target: &'static str) {
         executions.get() >= u64::from(cases()),
         "{target}: too few runs"
     );
-    common::figure(&format!("FUZZ {target}: {} executions", executions.get()));
+    harness::figure(&format!("FUZZ {target}: {} executions", executions.get()));
 }
 
 #[test]

@@ -3,14 +3,12 @@
 //! socket, /run/systemd/journal/socket, reading the native protocol) receives the entries; the
 //! nspawn bootstrap test sees the real journald.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::Duration;
 
-use common::git::LocalRepo;
+use harness::git::LocalRepo;
 
 const SOCKET: &str = "/run/systemd/journal/socket";
 

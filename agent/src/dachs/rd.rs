@@ -5,7 +5,7 @@
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
-use super::votable::attr;
+use crate::xml::attr;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]
@@ -35,21 +35,21 @@ pub fn adql_tables(path: &str, xml: &str) -> Result<Vec<String>, RdError> {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let open = matches!(event, Event::Start(_));
                 match (depth, e.local_name().as_ref()) {
-                    (0, b"resource") => {
-                        schema = attr(e, b"schema");
+                    (0, "resource") => {
+                        schema = attr(e, "schema");
                     }
                     (0, other) => {
                         return Err(fail(format!(
                             "the root element is <{}>, not <resource>",
-                            String::from_utf8_lossy(other)
+                            other
                         )));
                     }
-                    (1, b"table") => {
-                        let yes = |name: &[u8]| {
+                    (1, "table") => {
+                        let yes = |name: &str| {
                             attr(e, name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
                         };
-                        if yes(b"onDisk") && yes(b"adql") {
-                            let id = attr(e, b"id")
+                        if yes("onDisk") && yes("adql") {
+                            let id = attr(e, "id")
                                 .ok_or_else(|| fail("an onDisk table has no id".into()))?;
                             let schema = schema
                                 .as_deref()
@@ -98,8 +98,8 @@ pub fn imports_incrementally(xml: &str) -> bool {
         match reader.read_event() {
             Ok(ref ev @ (Event::Start(ref e) | Event::Empty(ref e))) => {
                 if depth == 1
-                    && e.local_name().as_ref() == b"data"
-                    && attr(e, b"updating").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                    && e.local_name().as_ref() == "data"
+                    && attr(e, "updating").is_some_and(|v| v.eq_ignore_ascii_case("true"))
                 {
                     return true;
                 }

@@ -3,7 +3,9 @@
 //! only truth) and the cells of a TABLEDATA table.
 
 use quick_xml::Reader;
-use quick_xml::events::{BytesStart, Event};
+use quick_xml::events::Event;
+
+use crate::xml::{attr, resolve, within_limits};
 
 /// What a TAP answer says.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -20,28 +22,21 @@ pub struct Answer {
 #[error("not a readable VOTable: {0}")]
 pub struct VotableError(pub String);
 
-pub(crate) fn attr(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
-    e.attributes()
-        .flatten()
-        .find(|a| a.key.local_name().as_ref() == name)
-        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
-}
-
 /// Whether a VOSI availability document says `available` is true.
 pub fn is_available(xml: &str) -> bool {
     let mut reader = Reader::from_str(xml);
     let mut text: Option<String> = None;
     loop {
         match reader.read_event() {
-            Ok(Event::Start(e)) if e.local_name().as_ref() == b"available" => {
+            Ok(Event::Start(e)) if e.local_name().as_ref() == "available" => {
                 text = Some(String::new());
             }
             Ok(Event::Text(t)) => {
-                if let (Some(acc), Ok(v)) = (text.as_mut(), t.xml_content()) {
-                    acc.push_str(&v);
+                if let Some(acc) = text.as_mut() {
+                    acc.push_str(&t.xml10_content());
                 }
             }
-            Ok(Event::End(e)) if e.local_name().as_ref() == b"available" => {
+            Ok(Event::End(e)) if e.local_name().as_ref() == "available" => {
                 return text.is_some_and(|v| v.trim() == "true");
             }
             Ok(Event::Eof) | Err(_) => return false,
@@ -57,27 +52,32 @@ pub fn parse(xml: &str) -> Result<Answer, VotableError> {
     let mut cell: Option<String> = None;
     let mut row: Option<Vec<String>> = None;
     let mut saw_votable = false;
+    let mut depth = 0usize;
     loop {
         let event = reader
             .read_event()
             .map_err(|e| VotableError(format!("at byte {}: {e}", reader.buffer_position())))?;
         match event {
             Event::Start(ref e) | Event::Empty(ref e) => {
+                within_limits(e, depth).map_err(VotableError)?;
                 let open = matches!(event, Event::Start(_));
+                if open {
+                    depth += 1;
+                }
                 match e.local_name().as_ref() {
-                    b"VOTABLE" => saw_votable = true,
+                    "VOTABLE" => saw_votable = true,
                     // A trailing OVERFLOW INFO follows the first status; the first one decides.
-                    b"INFO"
+                    "INFO"
                         if answer.status.is_none()
-                            && attr(e, b"name").as_deref() == Some("QUERY_STATUS") =>
+                            && attr(e, "name").as_deref() == Some("QUERY_STATUS") =>
                     {
-                        answer.status = attr(e, b"value");
+                        answer.status = attr(e, "value");
                         in_status = open;
                     }
-                    b"FIELD" => answer.columns.push(attr(e, b"name").unwrap_or_default()),
-                    b"TR" if open => row = Some(Vec::new()),
-                    b"TD" if open => cell = Some(String::new()),
-                    b"TD" => {
+                    "FIELD" => answer.columns.push(attr(e, "name").unwrap_or_default()),
+                    "TR" if open => row = Some(Vec::new()),
+                    "TD" if open => cell = Some(String::new()),
+                    "TD" => {
                         if let Some(r) = row.as_mut() {
                             r.push(String::new());
                         }
@@ -86,9 +86,7 @@ pub fn parse(xml: &str) -> Result<Answer, VotableError> {
                 }
             }
             Event::Text(t) => {
-                let text = t
-                    .xml_content()
-                    .map_err(|e| VotableError(format!("bad text: {e}")))?;
+                let text = t.xml10_content();
                 if in_status {
                     answer.message.push_str(&text);
                 } else if let Some(c) = cell.as_mut() {
@@ -96,38 +94,30 @@ pub fn parse(xml: &str) -> Result<Answer, VotableError> {
                 }
             }
             Event::GeneralRef(r) => {
-                let resolved = match r.resolve_char_ref() {
-                    Ok(Some(c)) => c.to_string(),
-                    _ => match &*r {
-                        b"lt" => "<",
-                        b"gt" => ">",
-                        b"amp" => "&",
-                        b"quot" => "\"",
-                        b"apos" => "'",
-                        _ => "",
-                    }
-                    .to_owned(),
-                };
+                let resolved = resolve(&r).map_err(VotableError)?;
                 if in_status {
                     answer.message.push_str(&resolved);
                 } else if let Some(c) = cell.as_mut() {
                     c.push_str(&resolved);
                 }
             }
-            Event::End(e) => match e.local_name().as_ref() {
-                b"INFO" => in_status = false,
-                b"TD" => {
-                    if let (Some(c), Some(r)) = (cell.take(), row.as_mut()) {
-                        r.push(c);
+            Event::End(e) => {
+                depth = depth.saturating_sub(1);
+                match e.local_name().as_ref() {
+                    "INFO" => in_status = false,
+                    "TD" => {
+                        if let (Some(c), Some(r)) = (cell.take(), row.as_mut()) {
+                            r.push(c);
+                        }
                     }
-                }
-                b"TR" => {
-                    if let Some(r) = row.take() {
-                        answer.rows.push(r);
+                    "TR" => {
+                        if let Some(r) = row.take() {
+                            answer.rows.push(r);
+                        }
                     }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             Event::Eof => break,
             _ => {}
         }

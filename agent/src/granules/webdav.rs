@@ -38,70 +38,70 @@ pub struct Item {
     pub modified: Option<String>,
 }
 
+/// A `<D:response>` being read: its size as text until the response ends.
+#[derive(Default)]
+struct Partial {
+    item: Item,
+    size: String,
+}
+
 /// Parses a PROPFIND multistatus body.
 pub fn parse_multistatus(xml: &str) -> Result<Vec<Item>, String> {
     let mut reader = Reader::from_str(xml);
     let mut items = Vec::new();
-    let mut cur: Option<Item> = None;
+    let mut cur: Option<Partial> = None;
     let mut field: Option<&'static str> = None;
     let mut saw_multistatus = false;
     let mut depth = 0usize;
     loop {
         let event = reader.read_event();
-        if let Ok(Event::Start(_)) = &event {
-            depth += 1;
-        }
         match event {
             Err(e) => return Err(format!("not a WebDAV listing: {e}")),
             Ok(Event::Eof) if depth > 0 => return Err("not a WebDAV listing: cut short".into()),
             Ok(Event::Eof) => break,
             Ok(ref ev @ (Event::Start(ref e) | Event::Empty(ref e))) => {
+                crate::xml::within_limits(e, depth)
+                    .map_err(|m| format!("not a WebDAV listing: {m}"))?;
                 let open = matches!(ev, Event::Start(_));
+                if open {
+                    depth += 1;
+                }
                 match e.local_name().as_ref() {
-                    b"multistatus" => saw_multistatus = true,
-                    b"response" => cur = Some(Item::default()),
-                    b"collection" => {
-                        if let Some(i) = cur.as_mut() {
-                            i.collection = true;
+                    "multistatus" => saw_multistatus = true,
+                    "response" => cur = Some(Partial::default()),
+                    "collection" => {
+                        if let Some(p) = cur.as_mut() {
+                            p.item.collection = true;
                         }
                     }
                     // An empty element (`<getcontentlength/>`) has no value to read.
-                    b"href" if open => field = Some("href"),
-                    b"getcontentlength" if open => field = Some("size"),
-                    b"getetag" if open => field = Some("etag"),
-                    b"getlastmodified" if open => field = Some("modified"),
+                    "href" if open => field = Some("href"),
+                    "getcontentlength" if open => field = Some("size"),
+                    "getetag" if open => field = Some("etag"),
+                    "getlastmodified" if open => field = Some("modified"),
                     _ => {}
                 }
             }
             Ok(Event::Text(t)) => {
                 if let (Some(i), Some(f)) = (cur.as_mut(), field) {
-                    let v = t.xml_content().map_err(|e| format!("bad text: {e}"))?;
-                    let v = v.trim();
-                    if v.is_empty() {
-                        continue;
-                    }
-                    match f {
-                        "href" => i.href.push_str(v),
-                        "size" => {
-                            i.size = Some(
-                                v.parse()
-                                    .map_err(|_| format!("size `{v}` is not a number"))?,
-                            )
-                        }
-                        "etag" => {
-                            i.etag = Some(v.trim_matches('"').to_owned()).filter(|e| !e.is_empty())
-                        }
-                        _ => i.modified = Some(v.to_owned()),
-                    }
+                    value(i, f, &t.xml10_content())?;
+                }
+            }
+            // `&amp;` in an href (a file named `a&b.csv`) comes as a reference of its own.
+            Ok(Event::GeneralRef(r)) => {
+                if let (Some(i), Some(f)) = (cur.as_mut(), field) {
+                    let v = crate::xml::resolve(&r)
+                        .map_err(|m| format!("not a WebDAV listing: {m}"))?;
+                    value(i, f, &v)?;
                 }
             }
             Ok(Event::End(e)) => {
                 depth = depth.saturating_sub(1);
                 field = None;
-                if e.local_name().as_ref() == b"response"
+                if e.local_name().as_ref() == "response"
                     && let Some(i) = cur.take()
                 {
-                    items.push(i);
+                    items.push(i.finish()?);
                 }
             }
             _ => {}
@@ -111,6 +111,47 @@ pub fn parse_multistatus(xml: &str) -> Result<Vec<Item>, String> {
         return Err("not a WebDAV listing: no multistatus element".into());
     }
     Ok(items)
+}
+
+/// A piece of a field's text: the href is kept whole (references split it into pieces), the
+/// other fields are read when the response ends.
+fn value(p: &mut Partial, field: &str, piece: &str) -> Result<(), String> {
+    let i = &mut p.item;
+    match field {
+        "href" => i.href.push_str(piece),
+        "size" => p.size.push_str(piece),
+        "etag" => i.etag.get_or_insert_with(String::new).push_str(piece),
+        _ => i.modified.get_or_insert_with(String::new).push_str(piece),
+    }
+    if p.item.href.len() + p.size.len() > 64 * 1024 {
+        return Err("not a WebDAV listing: an href longer than 64 KiB".into());
+    }
+    Ok(())
+}
+
+impl Partial {
+    fn finish(self) -> Result<Item, String> {
+        let Partial { item: mut i, size } = self;
+        i.href = i.href.trim().to_owned();
+        let size = size.trim();
+        if !size.is_empty() {
+            i.size = Some(size.parse().map_err(|_| {
+                format!(
+                    "size `{}` is not a number",
+                    size.chars().take(40).collect::<String>()
+                )
+            })?);
+        }
+        i.etag = i
+            .etag
+            .map(|e| e.trim().trim_matches('"').to_owned())
+            .filter(|e| !e.is_empty());
+        i.modified = i
+            .modified
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty());
+        Ok(i)
+    }
 }
 
 impl DavSource {
@@ -171,9 +212,15 @@ impl DavSource {
                 .map_err(|e| GranuleError::Source(format!("{dir}: {}", crate::error_chain(&e))))?;
             self.check(&dir, &resp)?;
             let mut body = String::new();
-            resp.take(MAX_LISTING)
+            resp.take(MAX_LISTING + 1)
                 .read_to_string(&mut body)
                 .map_err(|e| GranuleError::Source(format!("{dir}: {e}")))?;
+            if body.len() as u64 > MAX_LISTING {
+                return Err(GranuleError::Source(format!(
+                    "{dir}: the listing is larger than {} MiB; split the folder",
+                    MAX_LISTING >> 20
+                )));
+            }
             let items = parse_multistatus(&body)
                 .map_err(|m| GranuleError::Source(format!("{dir}: {m}")))?;
             let here = percent_decode_str(dir.path())
@@ -322,6 +369,87 @@ mod tests {
                 modified: Some("Tue, 24 Nov 2026 17:00:00 GMT".into()),
             }
         );
+    }
+
+    fn listing(responses: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\"?>\n<D:multistatus xmlns:D=\"DAV:\">{responses}</D:multistatus>"
+        )
+    }
+
+    fn file(href: &str, size: u64) -> String {
+        format!(
+            "<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:resourcetype/><D:getcontentlength>{size}</D:getcontentlength><D:getetag>\"e{size}\"</D:getetag></D:prop></D:propstat></D:response>"
+        )
+    }
+
+    #[test]
+    fn references_in_an_href_are_part_of_it() {
+        let items = parse_multistatus(&listing(&file("/dav/a&amp;b&#32;c&#x23;.csv", 7))).unwrap();
+        assert_eq!(items[0].href, "/dav/a&b c#.csv");
+        assert_eq!(items[0].size, Some(7));
+        assert_eq!(items[0].etag.as_deref(), Some("e7"));
+        let err = parse_multistatus(&listing(&file("/dav/a&nbsp;.csv", 7))).unwrap_err();
+        assert!(err.contains("unknown entity `&nbsp`"), "{err}");
+    }
+
+    /// The answers a hostile or broken server could send: each refused (or read) in time and
+    /// memory bounded by its size, with an error that says what was wrong. The bound of 20 s
+    /// catches a quadratic parser (RUSTSEC-2026-0194: 10,000 attributes took minutes), not speed.
+    #[test]
+    fn hostile_listings_are_refused_in_bounded_time() {
+        let bound = std::time::Duration::from_secs(20);
+        let attrs: String = (0..20_000).map(|i| format!(" a{i}=\"x\"")).collect();
+        let dup: String = (0..20_000).map(|_| " a=\"x\"").collect();
+        let ns: String = (0..20_000)
+            .map(|i| format!(" xmlns:n{i}=\"urn:{i}\""))
+            .collect();
+        let deep = format!(
+            "{}{}",
+            "<D:prop>".repeat(100_000),
+            "</D:prop>".repeat(100_000)
+        );
+        for (what, xml, says) in [
+            (
+                "attributes",
+                listing(&format!("<D:response{attrs}/>")),
+                "more than 64 attributes",
+            ),
+            (
+                "duplicate attributes",
+                listing(&format!("<D:response{dup}/>")),
+                "more than 64 attributes",
+            ),
+            (
+                "namespace declarations",
+                format!("<D:multistatus xmlns:D=\"DAV:\"{ns}/>"),
+                "more than 64 attributes",
+            ),
+            ("deep nesting", listing(&deep), "nested deeper than 64"),
+        ] {
+            let t = std::time::Instant::now();
+            let err = parse_multistatus(&xml).unwrap_err();
+            assert!(
+                err.starts_with("not a WebDAV listing: ") && err.contains(says),
+                "{what}: {err}"
+            );
+            assert!(t.elapsed() < bound, "{what}: {:?}", t.elapsed());
+        }
+        // Many megabytes of a real shape are read whole, in linear time.
+        let many: String = (0..50_000)
+            .map(|i| file(&format!("/dav/c/{i:06}.csv"), i))
+            .collect();
+        let xml = listing(&many);
+        assert!(xml.len() > 8 << 20, "{}", xml.len());
+        let t = std::time::Instant::now();
+        let items = parse_multistatus(&xml).unwrap();
+        assert_eq!(items.len(), 50_000);
+        assert_eq!(items[49_999].size, Some(49_999));
+        assert!(t.elapsed() < bound, "{:?}", t.elapsed());
+        // An href of megabytes is refused, not grown without end.
+        let long = listing(&file(&"x".repeat(1 << 20), 1));
+        let err = parse_multistatus(&long).unwrap_err();
+        assert!(err.contains("longer than 64 KiB"), "{err}");
     }
 
     #[test]

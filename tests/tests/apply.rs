@@ -6,15 +6,13 @@
 //! never share a table. `dachs.bin` is a wrapper that logs every invocation, which is how the
 //! tests count DaCHS commands.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::git::run_git;
-use common::*;
+use harness::git::run_git;
+use harness::*;
 
 const INPUTS: &str = "/var/gavo/inputs";
 
@@ -242,8 +240,8 @@ fn deploys_the_example_then_passes_over_it_run_no_dachs_command_and_removal_drop
 
     // GitLab (a double of its commit status API) learns that the commit is being applied,
     // then that it is served.
-    let gitlab = common::gitlab::GitlabDouble::start();
-    let token = secret_file(&node.home, "etc/gitlab-token", common::gitlab::TOKEN);
+    let gitlab = harness::gitlab::GitlabDouble::start();
+    let token = secret_file(&node.home, "etc/gitlab-token", harness::gitlab::TOKEN);
     node.home.write(
         "etc/agent.d/30-gitlab.toml",
         &format!(
@@ -918,7 +916,7 @@ fn granules_come_over_webdav_with_basic_auth() {
     let Some(node) = Node::new("dav") else {
         return;
     };
-    let Some(dav) = common::dav::DavServer::start() else {
+    let Some(dav) = harness::dav::DavServer::start() else {
         return;
     };
     let data = dav.data("vt_dav");
@@ -950,7 +948,7 @@ fn granules_come_over_webdav_with_basic_auth() {
     secret_file(
         &node.home,
         "credentials/b2safe",
-        &format!("{}:{wrong}\n", common::dav::USER),
+        &format!("{}:{wrong}\n", harness::dav::USER),
     );
     let out = node.home.output(&["sync"]);
     assert_eq!(out.code(), 1, "{out:?}");
@@ -968,12 +966,12 @@ fn granules_come_over_webdav_with_basic_auth() {
     secret_file(
         &node.home,
         "credentials/b2safe",
-        &format!("{}:{}\n", common::dav::USER, common::dav::PASSWORD),
+        &format!("{}:{}\n", harness::dav::USER, harness::dav::PASSWORD),
     );
     let out = node.home.output(&["sync"]);
     assert_eq!(out.code(), 0, "{out:?}");
     assert!(
-        !out.stderr.contains(common::dav::PASSWORD),
+        !out.stderr.contains(harness::dav::PASSWORD),
         "{}",
         out.stderr
     );

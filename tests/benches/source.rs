@@ -9,16 +9,14 @@
 //! `cargo bench --bench source` prints a table of medians over `VESPA_BENCH_RUNS` rounds
 //! (default 15), the two tools interleaved so that machine noise hits both alike.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::git::{GitServer, TOKEN};
-use common::{Agent, Home, eventually, post, secret_file};
+use harness::git::{GitServer, TOKEN};
+use harness::{Agent, Home, eventually, post, secret_file};
+use vespa_agent::config::Follow;
 use vespa_agent::config::SecretFile;
-use vespa_agent::source::fetch::{self, FetchSpec, Follow};
+use vespa_agent::source::fetch::{self, FetchSpec};
 
 /// CPU time (user + system) used so far by this thread, or by the children waited for.
 fn cpu(who: i32) -> Duration {
@@ -67,7 +65,7 @@ fn agent_fetch(repo: &git2::Repository, spec: &FetchSpec, into: &mut Samples) ->
 /// `git fetch` in a clone, as a child process.
 fn git_fetch(clone: &Path, auth: &str, into: &mut Samples) {
     let (c0, t0) = (cpu(libc::RUSAGE_CHILDREN), Instant::now());
-    let out = common::git::git(clone)
+    let out = harness::git::git(clone)
         .args(["-c", auth, "fetch", "-q", "origin", "main"])
         .output()
         .unwrap();
@@ -111,10 +109,10 @@ fn main() {
     fetch::fetch(&repo, &spec).unwrap();
 
     // git gets the token as a header (never in the URL), as a careful operator would set it.
-    let basic = common::base64(format!("oauth2:{TOKEN}").as_bytes());
+    let basic = harness::base64(format!("oauth2:{TOKEN}").as_bytes());
     let auth = format!("http.extraHeader=Authorization: Basic {basic}");
     let clone = work.path().join("clone");
-    let out = common::git::git(work.path())
+    let out = harness::git::git(work.path())
         .args(["-c", &auth, "clone", "-q", &server.url()])
         .arg(&clone)
         .output()
@@ -195,7 +193,7 @@ fn main() {
 
 /// Through the daemon: a new commit is pushed, the webhook posted, and `current` watched.
 fn webhook_to_current(server: &GitServer, rounds: usize) -> Vec<Duration> {
-    let home = Home::new(&common::dachs_url(), "apply = false\n");
+    let home = Home::new(&harness::dachs_url(), "apply = false\n");
     let tok = secret_file(&home, "secrets/token", TOKEN);
     let hook = secret_file(&home, "secrets/hook", "bench-hook-secret");
     home.write(

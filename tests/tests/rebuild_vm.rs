@@ -1,16 +1,14 @@
 //! `vespa-agent rebuild --vm` (level 2) against a DOUBLE of the OpenStack metadata service,
-//! Keystone and Nova (tests/common/openstack.rs, written from their API references: no
+//! Keystone and Nova (tests/src/openstack.rs, written from their API references: no
 //! OpenStack can run here): the right calls in the right order with the right microversion, the
 //! attempt recorded in the server's metadata before the rebuild is asked for, and a refusal,
 //! with nothing asked of Nova, for another server's id, a locked or busy server, a rebuild
 //! within the interval, a boot-from-volume server on an old Nova, and a wrong credential.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::openstack::*;
-use common::*;
+use harness::openstack::*;
+use harness::*;
 
 struct Case {
     os: OpenStack,

@@ -1,21 +1,19 @@
 //! `vespa-agent rebuild` (level 1) on a real node: a Debian 12 booted under systemd-nspawn and
-//! set up by the cloud-init template (tests/common/node.rs), serving the example. Its digest is
+//! set up by the cloud-init template (tests/src/node.rs), serving the example. Its digest is
 //! taken; then, in turn, its resource directories, the DaCHS package, DaCHS's database, the
 //! agent's state store and the whole of /var/gavo are wiped, and after each `systemctl start
 //! vespa-agent-rebuild` (the packaged privileged unit) brings the node back with the same
 //! digest. The last rebuild is killed at seeded random moments and started again until it
 //! completes. A second node proves the automatic policy: DaCHS stopped and left so is repaired
 //! by the daemon's own decision; a second time within rebuild.repair-interval is refused; a
-//! repair that cannot succeed goes on to ask OpenStack (a DOUBLE, tests/common/openstack.rs)
+//! repair that cannot succeed goes on to ask OpenStack (a DOUBLE, tests/src/openstack.rs)
 //! for a new VM.
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::node::*;
-use common::openstack::{self, OpenStack};
-use common::{eventually, next, seed};
+use harness::node::*;
+use harness::openstack::{self, OpenStack};
+use harness::{eventually, next, seed};
 
 /// The node's `status --digest`, from its own CLI, as an operator at its shell would run it.
 fn digest(node: &Node) -> String {

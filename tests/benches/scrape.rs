@@ -5,14 +5,11 @@
 //!
 //! `cargo bench --bench scrape` (needs scripts/setup-dachs.sh and prometheus-node-exporter).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::git::LocalRepo;
-use common::{Agent, env_usize, eventually, free_port, get, require_dachs};
+use harness::git::LocalRepo;
+use harness::{Agent, env_usize, eventually, free_port, get, require_dachs};
 
 const NAME: &str = "vb_scrape";
 
@@ -42,7 +39,7 @@ fn main() {
         return;
     }
     let n = env_usize("VESPA_BENCH_SCRAPES", 1000);
-    common::remove_resource(NAME);
+    harness::remove_resource(NAME);
     let (_repo, home) = LocalRepo::example_as(NAME);
     let agent = Agent::start(&home, |_| {});
     eventually("the example to be served", Duration::from_secs(120), || {
@@ -81,5 +78,5 @@ fn main() {
         Err(e) => println!("| prometheus-node-exporter | not run: {e} | | |"),
     }
     drop(agent);
-    common::remove_resource(NAME);
+    harness::remove_resource(NAME);
 }

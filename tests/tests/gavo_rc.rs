@@ -3,13 +3,11 @@
 //! A test binary of its own: it restarts the DaCHS that other tests query, and test binaries
 //! run one after another. The original gavo.rc is put back, and DaCHS restarted, at the end.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::git::run_git;
-use common::*;
+use harness::git::run_git;
+use harness::*;
 
 const GAVO_RC: &str = "/etc/gavo.rc";
 

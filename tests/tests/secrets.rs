@@ -9,15 +9,13 @@
 //! WAL, the mirror's git config, the revisions), the deployed resource directory, and the
 //! arguments and environment of every `dachs` child. Any hit fails, naming where.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::dav::DavServer;
-use common::git::GitServer;
-use common::gitlab::GitlabDouble;
-use common::*;
+use harness::dav::DavServer;
+use harness::git::GitServer;
+use harness::gitlab::GitlabDouble;
+use harness::*;
 
 const NAME: &str = "vt_secrets";
 const HOOK_SECRET: &str = "hook-s3cret-a1b2c3d4e5";
@@ -27,10 +25,10 @@ const WRONG_PASSWORD: &str = "wrong-b2safe-pw-0a9b8c";
 /// Every secret of this test, as the agent was given it.
 fn secrets() -> Vec<(&'static str, String)> {
     vec![
-        ("repository token", common::git::TOKEN.to_owned()),
+        ("repository token", harness::git::TOKEN.to_owned()),
         ("webhook secret", HOOK_SECRET.to_owned()),
-        ("GitLab status token", common::gitlab::TOKEN.to_owned()),
-        ("B2SAFE password", common::dav::PASSWORD.to_owned()),
+        ("GitLab status token", harness::gitlab::TOKEN.to_owned()),
+        ("B2SAFE password", harness::dav::PASSWORD.to_owned()),
         ("a refused B2SAFE password", WRONG_PASSWORD.to_owned()),
         (
             "OpenStack credential secret",
@@ -39,11 +37,11 @@ fn secrets() -> Vec<(&'static str, String)> {
         // How a secret would look in a URL or an Authorization header.
         (
             "B2SAFE Basic auth",
-            base64(format!("{}:{}", common::dav::USER, common::dav::PASSWORD).as_bytes()),
+            base64(format!("{}:{}", harness::dav::USER, harness::dav::PASSWORD).as_bytes()),
         ),
         (
             "repository Basic auth",
-            base64(format!("oauth2:{}", common::git::TOKEN).as_bytes()),
+            base64(format!("oauth2:{}", harness::git::TOKEN).as_bytes()),
         ),
     ]
 }
@@ -122,14 +120,14 @@ fn no_secret_reaches_a_log_a_metric_a_file_or_a_child_process() {
         ),
     )
     .unwrap();
-    let token = secret_file(&home, "secrets/token", common::git::TOKEN);
+    let token = secret_file(&home, "secrets/token", harness::git::TOKEN);
     let hook = secret_file(&home, "secrets/hook", HOOK_SECRET);
-    let status_token = secret_file(&home, "secrets/gitlab", common::gitlab::TOKEN);
+    let status_token = secret_file(&home, "secrets/gitlab", harness::gitlab::TOKEN);
     let openstack = secret_file(&home, "secrets/openstack", OPENSTACK);
     secret_file(
         &home,
         "credentials/b2safe",
-        &format!("{}:{WRONG_PASSWORD}\n", common::dav::USER),
+        &format!("{}:{WRONG_PASSWORD}\n", harness::dav::USER),
     );
     home.write(
         "etc/agent.d/20-secrets.toml",
@@ -171,7 +169,7 @@ fn no_secret_reaches_a_log_a_metric_a_file_or_a_child_process() {
     secret_file(
         &home,
         "credentials/b2safe",
-        &format!("{}:{}\n", common::dav::USER, common::dav::PASSWORD),
+        &format!("{}:{}\n", harness::dav::USER, harness::dav::PASSWORD),
     );
     for args in [
         &["check-config"][..],

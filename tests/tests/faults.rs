@@ -6,13 +6,11 @@
 //! the state store stays intact, no temporary file is left, and once the faults are spent the
 //! node converges to exactly the source; the retries and failures show in /metrics.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::churn::*;
-use common::fault::{Fault, FaultProxy};
-use common::*;
+use harness::churn::*;
+use harness::fault::{Fault, FaultProxy};
+use harness::*;
 
 const NAME: &str = "vt_faults";
 

@@ -1,13 +1,11 @@
-//! Commit statuses in GitLab, against a double of its commit status API (tests/common/gitlab.rs;
+//! Commit statuses in GitLab, against a double of its commit status API (tests/src/gitlab.rs;
 //! no GitLab runs here): a good commit is marked success under `vespa-agent/<name>`, a refused
 //! one failed with the reason, a repeat is no error, and a GitLab that is down or refuses the
 //! token never holds up a deploy nor shows the token anywhere.
 
-mod common;
-
-use common::git::LocalRepo;
-use common::gitlab::{GitlabDouble, TOKEN};
-use common::*;
+use harness::git::LocalRepo;
+use harness::gitlab::{GitlabDouble, TOKEN};
+use harness::*;
 
 fn configure(home: &Home, api_url: &str, token: &str) {
     let token_file = secret_file(home, "etc/gitlab-token", token);

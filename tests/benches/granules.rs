@@ -11,15 +11,12 @@
 //! Both use 4 parallel transfers. `cargo bench --bench granules` prints medians of
 //! `VESPA_BENCH_RUNS` (default 3) runs.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::dav::{DavServer, PASSWORD, USER};
-use common::{env_usize as env, median};
+use harness::dav::{DavServer, PASSWORD, USER};
+use harness::{env_usize as env, median};
 use vespa_agent::granules::transfer::Limits;
 use vespa_agent::granules::{Job, sync};
 use vespa_agent::service::Collection;

@@ -2,14 +2,12 @@
 //! example service from the real DaCHS, the target is up and the key series are there, and the
 //! shipped alert rules load and evaluate; `promtool test rules` passes on their unit tests.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::git::LocalRepo;
-use common::*;
+use harness::git::LocalRepo;
+use harness::*;
 
 const NAME: &str = "vt_prom";
 

@@ -2,13 +2,11 @@
 //! example is stable from one reading to the next, counts every row, and changes when one cell
 //! of one row changes in the database.
 
-mod common;
-
 use std::process::Command;
 
-use common::fault::{Fault, FaultProxy};
-use common::git::LocalRepo;
-use common::*;
+use harness::fault::{Fault, FaultProxy};
+use harness::git::LocalRepo;
+use harness::*;
 
 const NAME: &str = "vt_digest";
 

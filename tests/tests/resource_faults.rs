@@ -6,14 +6,12 @@
 //! in turn: they stop the harness's shared PostgreSQL and DaCHS, which no other test of this
 //! binary may see.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::churn::*;
-use common::node::is_root;
-use common::*;
+use harness::churn::*;
+use harness::node::is_root;
+use harness::*;
 
 const NAME: &str = "vt_resfault";
 

@@ -1,7 +1,12 @@
-//! Harness for tests that run the real `vespa-agent` binary: a private configuration tree, a
-//! systemd notify socket the test listens on, signals, and plain HTTP requests. On failure the
-//! agent's own log is printed, so a red test says what the agent saw.
-#![allow(dead_code)]
+//! The harness of the end-to-end suites (tests/tests/) and of the agent's own binary tests
+//! (agent/tests/): the real `vespa-agent` binary with a private configuration tree, a systemd
+//! notify socket the test listens on, signals, and plain HTTP requests; and, in the modules, the
+//! real peers it runs against (git over smart HTTP, Apache mod_dav, rclone, booted nodes, fault
+//! proxies) and the doubles, named as such, where no real server can run here (GitLab's REST
+//! API, OpenStack, the iRODS HTTP API). On failure the agent's own log is printed, so a red test
+//! says what the agent saw.
+// A constructor here starts something real (a server, a repository): no `Default` for those.
+#![allow(clippy::new_without_default)]
 
 pub mod churn;
 pub mod dav;
@@ -22,7 +27,60 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_vespa-agent");
+/// The agent binary the suites run: `$VESPA_AGENT_BIN` (the test command sets it to the binary of
+/// the same build), else `target/<profile>/vespa-agent` beside the test's own executable. Cargo
+/// builds that binary for the agent's own tests (`cargo test --workspace`, `cargo test -p
+/// vespa-agent`), not for a suite of this crate alone, so a binary older than a source of the
+/// agent is refused rather than tested.
+pub fn bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("VESPA_AGENT_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("the test's own path");
+        // target/<profile>/deps/<test>-<hash>
+        let bin = exe.parent().and_then(Path::parent).expect("target/<profile>").join("vespa-agent");
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap_or_else(|_| {
+            panic!("{} is not built: run `cargo build -p vespa-agent` (`cargo test --workspace` builds it)", bin.display())
+        });
+        let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent");
+        if let Some(newer) = newer_than(&agent, built) {
+            panic!(
+                "{} is older than {}: run `cargo build -p vespa-agent` (`cargo test --workspace` builds it)",
+                bin.display(),
+                newer.display()
+            );
+        }
+        bin
+    })
+}
+
+/// A source file of the agent (src/, build.rs, Cargo.toml) changed after `t`.
+fn newer_than(agent: &Path, t: std::time::SystemTime) -> Option<PathBuf> {
+    let mut todo = vec![
+        agent.join("src"),
+        agent.join("build.rs"),
+        agent.join("Cargo.toml"),
+    ];
+    while let Some(p) = todo.pop() {
+        let Ok(m) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            todo.extend(
+                std::fs::read_dir(&p)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if m.modified().is_ok_and(|m| m > t) {
+            return Some(p);
+        }
+    }
+    None
+}
 
 /// True in CI, where a test that needs a real component must fail rather than skip.
 pub fn in_ci() -> bool {
@@ -94,7 +152,7 @@ impl Home {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.arg("--config-dir")
             .arg(self.path("etc"))
             .arg("--vendor-config-dir")

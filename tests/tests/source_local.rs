@@ -2,12 +2,10 @@
 //! air-gapped node's): a tag instead of a branch, a pinned commit, and the whole corpus of bad
 //! vespa-service.toml files pushed through the real pipeline, each leaving `current` alone.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::git::LocalRepo;
-use common::*;
+use harness::git::LocalRepo;
+use harness::*;
 
 fn revisions(home: &Home) -> Vec<PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(home.path("state/revisions"))
@@ -97,7 +95,7 @@ fn every_bad_service_file_is_refused_by_the_pipeline_and_current_stays() {
     let kept = Some(format!("revisions/{good}"));
     let before = revisions(&home);
 
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/service-bad");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/tests/fixtures/service-bad");
     let mut n = 0;
     for entry in std::fs::read_dir(corpus).unwrap() {
         let path = entry.unwrap().path();

@@ -3,13 +3,11 @@
 //! webhook, wrong tokens and secrets, floods, force-pushes, a deleted branch, the server going
 //! away, bad service files, and signed commits (SSH and OpenPGP).
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::git::{GitServer, TOKEN};
-use common::*;
+use harness::git::{GitServer, TOKEN};
+use harness::*;
 
 const HOOK_SECRET: &str = "hook-secret-5e4d3c2b1a";
 

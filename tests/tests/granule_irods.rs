@@ -1,15 +1,13 @@
 //! Granules over the iRODS HTTP API, against a double written from the API's reference
-//! (tests/common/irods.rs; no iRODS server can run here): the paged GenQuery listing, iRODS's
+//! (tests/src/irods.rs; no iRODS server can run here): the paged GenQuery listing, iRODS's
 //! own SHA-256 verifying files with no manifest, token expiry and re-authentication, resume by
 //! offset, changes and removals, and the errors a site can produce.
 
-mod common;
-
 use std::time::Duration;
 
-use common::dav::{PASSWORD, USER};
-use common::fault::{Fault, FaultProxy};
-use common::irods::IrodsDouble;
+use harness::dav::{PASSWORD, USER};
+use harness::fault::{Fault, FaultProxy};
+use harness::irods::IrodsDouble;
 use vespa_agent::granules::transfer::Limits;
 use vespa_agent::granules::{Job, Synced, sync};
 use vespa_agent::service::Collection;

@@ -3,8 +3,6 @@
 //! pg_sphere fix sits between PostgreSQL and DaCHS, and bad values are refused before anything
 //! is written. (Booting it for real is the nspawn bootstrap test's job.)
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -31,7 +29,7 @@ fn render(vars: &[(&str, &str)]) -> std::process::Output {
 #[test]
 fn the_rendered_template_is_valid_cloud_config_with_the_token_in_a_private_file() {
     if !Path::new("/usr/bin/cloud-init").exists() {
-        return common::missing("cloud-init (the test command installs it)");
+        return harness::missing("cloud-init (the test command installs it)");
     }
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");

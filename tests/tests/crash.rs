@@ -11,15 +11,13 @@
 //!
 //! `VESPA_CRASH_KILLS` (default 100) sets how many kills land in a running pass.
 
-mod common;
-
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::churn::*;
-use common::git::GitServer;
-use common::*;
+use harness::churn::*;
+use harness::git::GitServer;
+use harness::*;
 
 const NAME: &str = "vt_crash";
 

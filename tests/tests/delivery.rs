@@ -7,17 +7,15 @@
 //! the rows. Then reload, the watchdog, SIGKILL at seeded moments of passes, stop, upgrade and
 //! purge, each under systemd.
 //!
-//! The node is booted by tests/common/node.rs.
-
-mod common;
+//! The node is booted by tests/src/node.rs.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::churn::Prober;
-use common::git::GitServer;
-use common::node::*;
-use common::{env_usize, eventually, figure, have, missing, next, post, seed};
+use harness::churn::Prober;
+use harness::git::GitServer;
+use harness::node::*;
+use harness::{env_usize, eventually, figure, have, missing, next, post, seed};
 
 #[test]
 fn the_package_is_lintian_clean() {
@@ -103,7 +101,7 @@ fn a_fresh_debian_becomes_a_serving_node_through_cloud_init() {
         "pid=$(systemctl show -P MainPID vespa-agent); \
          {{ journalctl -u vespa-agent -u dachs -o export; \
             cat /proc/$pid/cmdline /proc/$pid/environ; }} | grep -ac '{}'",
-        common::git::TOKEN
+        harness::git::TOKEN
     ));
     assert_eq!(
         leaks.trim(),
@@ -190,7 +188,7 @@ fn a_fresh_debian_becomes_a_serving_node_through_cloud_init() {
         "the scan misses /metrics"
     );
     for (name, secret) in [
-        ("the token", common::git::TOKEN),
+        ("the token", harness::git::TOKEN),
         ("the webhook secret", WEBHOOK_SECRET),
         ("DaCHS's admin password", admin.as_str()),
     ] {

@@ -6,12 +6,10 @@
 //!
 //! `VESPA_SOAK_SECONDS` (default 120) sets the length; `scripts/soak.sh` runs hours.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::churn::*;
-use common::*;
+use harness::churn::*;
+use harness::*;
 
 const NAME: &str = "vt_soak";
 

@@ -4,14 +4,12 @@
 //! transfer. Whatever happens, no file lands under its name unless it is whole and verified;
 //! retries back off; what arrived is kept; the next pass completes.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::dav::{DavServer, PASSWORD, USER};
-use common::fault::{Fault, FaultProxy};
-use common::rclone::RcloneDav;
+use harness::dav::{DavServer, PASSWORD, USER};
+use harness::fault::{Fault, FaultProxy};
+use harness::rclone::RcloneDav;
 use vespa_agent::granules::transfer::Limits;
 use vespa_agent::granules::{Job, Synced, sync};
 use vespa_agent::service::Collection;

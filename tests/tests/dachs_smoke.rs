@@ -1,11 +1,9 @@
 //! The real environment exists: PostgreSQL and DaCHS 2.7, brought up by the test command
 //! (scripts/setup-dachs.sh), answer ADQL, and the agent's health stage sees it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use harness::*;
 use vespa_agent::dachs::tap::{TapClient, TapError};
 
 #[tokio::test]

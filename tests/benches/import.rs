@@ -11,15 +11,12 @@
 //! `cargo bench --bench import` (needs the harness's DaCHS: scripts/setup-dachs.sh). The
 //! resource is `vb_import`, dropped at the end.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::git::run_git;
-use common::{Home, dachs_url, env_usize as env, median, require_dachs};
+use harness::git::run_git;
+use harness::{Home, dachs_url, env_usize as env, median, require_dachs};
 
 const NAME: &str = "vb_import";
 const INPUTS: &str = "/var/gavo/inputs";
@@ -79,7 +76,7 @@ fn main() {
     }
     let n = env("VESPA_BENCH_GRANULES", 100_000);
     let runs = env("VESPA_BENCH_RUNS", 3);
-    common::remove_resource(NAME);
+    harness::remove_resource(NAME);
 
     let repo = tempfile::tempdir().unwrap();
     run_git(repo.path(), &["init", "-q", "-b", "main"]);
@@ -158,5 +155,5 @@ fn main() {
         alone.as_secs_f64(),
         agent.as_secs_f64() / alone.as_secs_f64()
     );
-    common::remove_resource(NAME);
+    harness::remove_resource(NAME);
 }
