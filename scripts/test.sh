@@ -1,36 +1,105 @@
 #!/bin/bash
 # The test command: installs what is missing, brings up the real peers, and runs every check.
 #   sudo bash scripts/test.sh
-# Steps: Debian build and test packages; PostgreSQL 15 + DaCHS 2.7 (scripts/setup-dachs.sh);
-# cargo fmt --check; mandoc lint of man/; cargo deny; cargo clippy -D warnings; cargo test (unit tests, and
-# integration tests that drive the real binary against the real DaCHS and a real smart-HTTP git
-# server; agent/tests/delivery.rs builds the .deb, lints it, and boots a Debian 12 under
-# systemd-nspawn that cloud-init turns into a serving node). With CI=true a test whose component
-# is missing fails instead of skipping. Last, cargo fuzz runs each parser's fuzz target for
-# FUZZ_SECONDS (15).
+# Steps: Debian build and test packages; the cargo tools (cargo-deb, cargo-deny, cargo-fuzz,
+# built in the background meanwhile); PostgreSQL 15 + DaCHS 2.7 (scripts/setup-dachs.sh); the
+# nspawn rootfs of the booted-node tests (scripts/nspawn-rootfs.sh, in the background); cargo fmt
+# --check; mandoc lint of man/; cargo deny (advisories from the snapshot of scripts/advisory-db.sh,
+# licenses, bans, sources); cargo clippy -D warnings; every test binary of the workspace, two side
+# by side (scripts/run-tests.py: the agent's unit and binary tests, and the end-to-end suites of
+# tests/ against the real DaCHS, git server, Apache, booted nodes and fault proxies); beside them,
+# cargo fuzz runs each parser's fuzz target for FUZZ_SECONDS (15). With CI=true a test whose
+# component is missing fails instead of skipping. At the end: the proof's figures and a table of
+# where the time went (also in target/test-times/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_root
 ensure_rust rustfmt clippy
 
-log "build and test packages"
+T=target/test-times
+mkdir -p "$T/logs"
+: >"$T/steps.tsv"
+rm -f target/vespa-proof.txt
+START=$SECONDS
+status=0
+
+# At the end, pass or fail: the proof's figures and where the time went.
+report() {
+  if [ -s target/vespa-proof.txt ]; then
+    log "the proof's figures"
+    cat target/vespa-proof.txt
+  fi
+  log "where the time went: $((SECONDS - START)) s in all"
+  awk -F'\t' '{ printf "%-58s %6s s  rc %s\n", $1, $2, $3 }' "$T/steps.tsv"
+  if [ -s "$T/binaries.tsv" ]; then
+    printf '\nthe longest test binaries (all in %s/binaries.tsv, the slowest tests above):\n' "$T"
+    head -13 "$T/binaries.tsv" | awk -F'\t' '{ printf "%-40s %8s %7s %7s\n", $1, $2, $3, $4 }'
+  fi
+  # The totals of every test binary, last, for whoever reads the closing line.
+  if [ -s "$T/totals" ]; then
+    echo
+    cat "$T/totals"
+  fi
+}
+trap report EXIT
+
+# step NAME CMD...: runs CMD in the foreground and records how long it took.
+step() {
+  local name=$1 t0=$SECONDS rc=0
+  shift
+  log "$name"
+  "$@" || rc=$?
+  printf '%s\t%s\t%s\n' "$name" "$((SECONDS - t0))" "$rc" >>"$T/steps.tsv"
+  return "$rc"
+}
+# background NAME CMD...: the same, in the background, its output kept until `join NAME`.
+declare -A BG
+background() {
+  local name=$1 slug=${1// /-}
+  shift
+  log "$name (in the background)"
+  (
+    t0=$SECONDS rc=0
+    "$@" >"$T/logs/$slug.log" 2>&1 || rc=$?
+    printf '%s (in the background)\t%s\t%s\n' "$name" "$((SECONDS - t0))" "$rc" >>"$T/steps.tsv"
+    exit "$rc"
+  ) &
+  BG[$name]=$!
+}
+join() {
+  local name=$1 rc=0
+  wait "${BG[$name]}" || rc=$?
+  log "$name: done (rc $rc)"
+  cat "$T/logs/${name// /-}.log"
+  return "$rc"
+}
+
 # build-essential, pkg-config, libssl-dev: the C parts of the dependencies (SQLite, OpenSSL).
+step "build packages" ensure_packages build-essential pkg-config libssl-dev curl ca-certificates git
+
+# cargo-deb builds the .deb; cargo-deny checks the dependency tree; cargo-fuzz: coverage-guided
+# fuzzing of the parsers (scripts/fuzz.sh). All from crates.io, built from source on a new
+# machine: while apt, DaCHS and debootstrap wait on the network and the disk.
+cargo_tools() {
+  ensure_cargo_tool cargo-deny 0.20.2
+  ensure_cargo_tool cargo-deb 3.8.0
+  ensure_cargo_tool cargo-fuzz 0.13.2
+}
+background "cargo tools" cargo_tools
+
 # prometheus: promtool, which lints what /metrics serves.
-# git, nginx-light, fcgiwrap, apache2-utils: a GitLab-like smart-HTTP git server with token auth.
+# nginx-light, fcgiwrap, apache2-utils: a GitLab-like smart-HTTP git server with token auth.
 # openssh-client, gnupg, gpgv: signing test commits and verifying them, as the agent does.
 # mandoc: lints the man pages. apache2: mod_dav, the B2SAFE/Davrods stand-in for granules.
 # rclone: the second WebDAV server. cloud-init, gettext-base: checks the cloud-init template.
 # lintian: checks the .deb. systemd-container, debootstrap: the bootstrap test boots a Debian 12
 # under systemd-nspawn (scripts/nspawn-rootfs.sh builds and caches its rootfs).
-ensure_packages build-essential pkg-config libssl-dev curl ca-certificates prometheus \
-  git nginx-light fcgiwrap apache2-utils openssh-client gnupg gpgv openssl mandoc apache2 \
-  rclone cloud-init gettext-base lintian systemd-container debootstrap
-# cargo-deb builds the .deb; cargo-deny checks the dependency tree. Both are on crates.io.
-ensure_cargo_tool cargo-deb 3.8.0
-ensure_cargo_tool cargo-deny 0.20.2
-# cargo-fuzz: coverage-guided fuzzing of the parsers (scripts/fuzz.sh), bounded here.
-ensure_cargo_tool cargo-fuzz 0.13.2
+step "test packages" ensure_packages prometheus nginx-light fcgiwrap apache2-utils openssh-client \
+  gnupg gpgv openssl mandoc apache2 rclone cloud-init gettext-base lintian systemd-container \
+  debootstrap python3
+
+background "node rootfs" bash scripts/nspawn-rootfs.sh
 
 # A demo agent (scripts/demo.sh) converges the same DaCHS, /etc/gavo.rc included, every minute;
 # it would fight the tests that change them.
@@ -41,33 +110,23 @@ if [ -s "$DEMO_PID" ] && kill -0 "$(cat "$DEMO_PID")" 2>/dev/null; then
   for _ in $(seq 50); do kill -0 "$(cat "$DEMO_PID")" 2>/dev/null || break; sleep 0.1; done
 fi
 
-log "PostgreSQL 15 and DaCHS 2.7"
-bash scripts/setup-dachs.sh
+step "PostgreSQL 15 and DaCHS 2.7" bash scripts/setup-dachs.sh
+step "cargo fmt --check" cargo fmt --all -- --check
+step "man pages (mandoc -T lint -W warning)" bash -c 'mandoc -T lint -W warning man/*.[1-9]'
+# cargo deny reads the metadata of every crate of the lock file, other platforms' too.
+step "cargo fetch" cargo fetch --locked --quiet
+join "cargo tools"
+step "advisory database" bash scripts/advisory-db.sh
+step "cargo deny (advisories, licenses, bans, sources)" cargo deny --offline --locked check
+step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo test build" cargo test --workspace --locked --no-run --quiet
+join "node rootfs"
 
-log "cargo fmt --check"
-cargo fmt --all -- --check
+# Beside the tests: the fuzz build and its runs wait on nothing the tests use.
+background "cargo fuzz (${FUZZ_SECONDS:-15} s a target)" \
+  env FUZZ_BUILD=dev SECONDS_PER_TARGET="${FUZZ_SECONDS:-15}" CASES=0 bash scripts/fuzz.sh
+# --no-fail-fast in effect: every binary runs, and each failing one is named at the end.
+step "test binaries" python3 scripts/run-tests.py || status=$?
+join "cargo fuzz (${FUZZ_SECONDS:-15} s a target)" || status=$?
 
-log "man pages (mandoc -T lint -W warning)"
-mandoc -T lint -W warning man/*.[1-9]
-
-log "cargo deny (licenses, bans, sources; deny.toml says why not advisories)"
-cargo deny --offline --locked check licenses bans sources
-
-log "cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-
-log "cargo test"
-# --no-fail-fast: one run reports every failing test binary, not only the first. The proof's
-# figures (crash, faults, fuzz, secrets, soak) are collected in target/vespa-proof.txt and shown
-# at the end, pass or fail.
-rm -f target/vespa-proof.txt
-status=0
-cargo test --workspace --locked --no-fail-fast || status=$?
-
-log "cargo fuzz: every parser of outside input, ${FUZZ_SECONDS:-15} s each (coverage-guided)"
-FUZZ_BUILD=dev SECONDS_PER_TARGET="${FUZZ_SECONDS:-15}" CASES=0 bash scripts/fuzz.sh || status=$?
-if [ -s target/vespa-proof.txt ]; then
-  log "the proof's figures"
-  cat target/vespa-proof.txt
-fi
 exit "$status"

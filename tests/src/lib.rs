@@ -15,6 +15,7 @@ pub mod git;
 pub mod gitlab;
 pub mod httpd;
 pub mod irods;
+pub mod lock;
 pub mod node;
 pub mod openstack;
 pub mod rclone;
@@ -374,7 +375,9 @@ pub fn dachs_url() -> String {
 }
 
 /// True when the harness's DaCHS answers; under CI its absence fails the test.
+/// The DaCHS is shared with the other suites from then on (see [`lock`]).
 pub fn require_dachs() -> bool {
+    lock::share_dachs();
     let up = get(&format!(
         "{}/tap/availability",
         dachs_url().trim_start_matches("http://")

@@ -49,6 +49,7 @@ pub fn deb(revision: &str) -> Option<PathBuf> {
         return None;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let _one_writer = super::lock::alone("deb");
     BUILT.get_or_init(|| {
         run(Command::new(&cargo)
             .current_dir(root())
@@ -359,18 +360,15 @@ pub struct Served {
     pub git: GitServer,
     pub server: httpd::Listener,
     pub downloads: tempfile::TempDir,
-    /// Held while the node runs: two nodes of one test binary would share the host's network
-    /// and so the node's PostgreSQL and DaCHS ports. Dropped last.
-    pub one_at_a_time: std::sync::MutexGuard<'static, ()>,
+    /// Held while the node runs: two nodes, of one test binary or of two, would share the
+    /// host's network and so the node's PostgreSQL and DaCHS ports. Dropped last.
+    pub one_at_a_time: super::lock::Hold,
 }
-
-static ONE_NODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Boots a fresh node and waits until it serves the example; `None` (after failing under CI)
 /// when something it needs is missing. Prints the times from boot to the first TAP answer.
 pub fn serving_node(name: &str) -> Option<Served> {
-    // A panicking test poisons the lock; the next node is still to be booted.
-    let one_at_a_time = ONE_NODE.lock().unwrap_or_else(|e| e.into_inner());
+    let one_at_a_time = super::lock::alone("node");
     if !is_root() {
         missing("root (systemd-nspawn boots the node)");
         return None;

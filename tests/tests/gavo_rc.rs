@@ -51,6 +51,8 @@ fn front_page() -> String {
 
 #[test]
 fn server_settings_reach_gavo_rc_and_dachs_restarts_only_when_they_change() {
+    // It restarts the host's DaCHS: no other suite may use it meanwhile.
+    harness::lock::own_dachs();
     if !require_dachs() {
         return;
     }

@@ -102,6 +102,8 @@ fn a_full_disk_a_read_only_state_dir_a_stopped_dachs_and_a_stopped_postgresql_ar
         missing("root (the test mounts a filesystem and stops PostgreSQL)");
         return;
     }
+    // It restarts the host's DaCHS: no other suite may use it meanwhile.
+    harness::lock::own_dachs();
     let Some(mut world) = World::start(NAME) else {
         return;
     };
