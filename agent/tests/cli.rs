@@ -115,11 +115,13 @@ fn status_without_daemon_or_state_says_so_and_exits_3() {
     let home = Home::new("http://127.0.0.1:8080", "");
     let out = home.output(&["status"]);
     assert_eq!(out.code(), 3, "{out:?}");
-    assert!(
-        out.stdout.contains("daemon:       not running"),
-        "{}",
-        out.stdout
+    // What an operator needs to know and do, not the HTTP client's chain of errors.
+    let says = format!(
+        "daemon:       not running (nothing listens on 127.0.0.1:{}; start it with `systemctl start vespa-agent`",
+        home.port
     );
+    assert!(out.stdout.contains(&says), "{}", out.stdout);
+    assert!(!out.stdout.contains("os error"), "{}", out.stdout);
     assert!(
         out.stdout.contains("has not run on this node"),
         "{}",
@@ -159,5 +161,83 @@ fn an_unknown_command_is_refused_with_usage() {
         out.stderr.contains("unrecognized subcommand"),
         "{}",
         out.stderr
+    );
+}
+
+#[test]
+fn the_configuration_directories_come_from_the_environment_too() {
+    let home = Home::new("http://127.0.0.1:8080", "");
+    home.write(
+        "etc/agent.d/50-env.toml",
+        "[reconcile]\ninterval = \"7m\"\n",
+    );
+    let out = std::process::Command::new(harness::bin())
+        .arg("check-config")
+        .env("VESPA_AGENT_CONFIG_DIR", home.path("etc"))
+        .env("VESPA_AGENT_VENDOR_CONFIG_DIR", home.path("usr/agent.d"))
+        .env("VESPA_AGENT_RUNTIME_CONFIG_DIR", home.path("run/agent.d"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("interval = \"7m\""), "{stdout}");
+    assert!(stdout.contains("50-env.toml"), "{stdout}");
+    // A flag still wins over the environment.
+    let out = home
+        .command(&["check-config"])
+        .env("VESPA_AGENT_CONFIG_DIR", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("interval = \"7m\""),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_plan_that_cannot_list_a_collection_is_incomplete_and_exits_1() {
+    let repo = harness::git::LocalRepo::new();
+    let port = closed_port();
+    repo.write(
+        "vespa-service.toml",
+        &format!(
+            "[[resource]]\ndir = \"far\"\n[[resource.collection]]\nname = \"away\"\n\
+             source = \"http://127.0.0.1:{port}/dav/far/\"\ninclude = [\"*.csv\"]\n"
+        ),
+    );
+    repo.write("far/q.rd", "<resource schema=\"far\"></resource>\n");
+    repo.commit("a collection on storage that is down");
+    let node = tempfile::tempdir().unwrap();
+    let inputs = node.path().join("inputs");
+    std::fs::create_dir(&inputs).unwrap();
+    let home = Home::new(
+        "http://127.0.0.1:8080",
+        &format!(
+            "inputs-dir = \"{}\"\ngavo-rc = \"{}\"\n",
+            inputs.display(),
+            node.path().join("gavo.rc").display()
+        ),
+    );
+    home.write(
+        "etc/agent.d/20-source.toml",
+        &format!("[source]\nurl = \"{}\"\n", repo.path().display()),
+    );
+    let out = home.output(&["plan"]);
+    assert_eq!(out.code(), 1, "{out:?}");
+    let last = out.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("the plan is incomplete: 1 collection could not be listed (far/away)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("granules far/away: cannot be listed"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("nothing would change"),
+        "{}",
+        out.stdout
     );
 }

@@ -303,7 +303,9 @@ impl LocalRepo {
     }
 
     pub fn write(&self, rel: &str, body: &str) {
-        std::fs::write(self.path().join(rel), body).unwrap();
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
     }
 
     pub fn commit(&self, msg: &str) -> String {

@@ -166,7 +166,10 @@ impl Home {
             .env_remove("WATCHDOG_PID")
             .env_remove("JOURNAL_STREAM")
             .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("VESPA_AGENT_LOG");
+            .env_remove("VESPA_AGENT_LOG")
+            .env_remove("VESPA_AGENT_CONFIG_DIR")
+            .env_remove("VESPA_AGENT_VENDOR_CONFIG_DIR")
+            .env_remove("VESPA_AGENT_RUNTIME_CONFIG_DIR");
         c
     }
 

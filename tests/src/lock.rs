@@ -29,7 +29,11 @@ fn flock(f: &File, how: libc::c_int, name: &str) {
     // SAFETY: flock(2) on a descriptor this process owns.
     while unsafe { libc::flock(f.as_raw_fd(), how) } != 0 {
         let e = std::io::Error::last_os_error();
-        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "flock {name}: {e}");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::Interrupted,
+            "flock {name}: {e}"
+        );
     }
 }
 

@@ -27,15 +27,15 @@ store, 69 a needed resource is unavailable, 74 I/O error, 78 configuration error
 )]
 pub struct Cli {
     /// Read agent.toml and agent.d/*.toml from DIR
-    #[arg(long, global = true, value_name = "DIR", default_value = layers::CONFIG_DIR)]
+    #[arg(long, global = true, value_name = "DIR", env = "VESPA_AGENT_CONFIG_DIR", default_value = layers::CONFIG_DIR)]
     pub config_dir: PathBuf,
 
     /// Package defaults, read before DIR (for packaging and tests)
-    #[arg(long, global = true, value_name = "DIR", default_value = layers::VENDOR_DIR, hide_short_help = true)]
+    #[arg(long, global = true, value_name = "DIR", env = "VESPA_AGENT_VENDOR_CONFIG_DIR", default_value = layers::VENDOR_DIR, hide_short_help = true)]
     pub vendor_config_dir: PathBuf,
 
     /// Runtime overrides, read after DIR (for packaging and tests)
-    #[arg(long, global = true, value_name = "DIR", default_value = layers::RUNTIME_DIR, hide_short_help = true)]
+    #[arg(long, global = true, value_name = "DIR", env = "VESPA_AGENT_RUNTIME_CONFIG_DIR", default_value = layers::RUNTIME_DIR, hide_short_help = true)]
     pub runtime_config_dir: PathBuf,
 
     /// More log output (-v debug, -vv trace); VESPA_AGENT_LOG overrides
@@ -63,7 +63,8 @@ pub enum Command {
     },
     /// Show what the next pass would change (commit, files, imports, publications, removals,
     /// granules to transfer) without touching anything: exit 0 if nothing, 2 if something would
-    /// change
+    /// change, 1 if the plan failed or part of it could not be made (a collection that cannot
+    /// be listed)
     Plan,
     /// Bring the applied revision's granule collections in step and import what changed, without
     /// fetching the repository: exit 0 if it succeeded (refused files are listed), 1 if not

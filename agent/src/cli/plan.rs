@@ -2,7 +2,8 @@
 //! The followed ref is fetched into a temporary repository that borrows the mirror's objects
 //! (git alternates), so only what is new crosses the network and neither the mirror, the
 //! revisions, `current`, the state store nor DaCHS is written. Exit 0: nothing would change;
-//! 2: something would (like `terraform plan -detailed-exitcode`); 1: the plan failed.
+//! 2: something would (like `terraform plan -detailed-exitcode`); 1: the plan failed, or part
+//! of it could not be made (a collection that cannot be listed).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -152,8 +153,23 @@ pub fn show(settings: &Settings) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let mut unlisted = Vec::new();
     if settings.dachs.apply {
-        changes += granules(settings, reader.as_ref(), &next, &service);
+        let g = granules(settings, reader.as_ref(), &next, &service);
+        changes += g.changes;
+        unlisted = g.unlisted;
+    }
+    if !unlisted.is_empty() {
+        // Exit 0 would read as "in step" to a script or a provider's CI: it is not known.
+        println!(
+            "the plan is incomplete: {} could not be listed ({}); what they would change is unknown",
+            match unlisted.len() {
+                1 => "1 collection".to_owned(),
+                n => format!("{n} collections"),
+            },
+            unlisted.join(", ")
+        );
+        return Ok(ExitCode::from(crate::exit::FAILURE));
     }
     if changes == 0 {
         println!("nothing would change");
@@ -214,15 +230,24 @@ fn print_change(c: &apply::Change<'_>, inputs: &Path) {
     );
 }
 
+/// What the granule part of the plan found.
+struct GranulePlan {
+    /// Collections that would change.
+    changes: usize,
+    /// Collections (`resource/collection`) that could not be listed.
+    unlisted: Vec<String>,
+}
+
 /// Lists every collection and compares it with the state store, moving nothing; prints what a
-/// pass would transfer and import. Returns how many collections would change.
+/// pass would transfer and import.
 fn granules(
     settings: &Settings,
     reader: Option<&StateReader>,
     next: &Next,
     service: &service::Service,
-) -> usize {
+) -> GranulePlan {
     let mut changes = 0;
+    let mut unlisted = Vec::new();
     for res in service
         .resources
         .iter()
@@ -253,6 +278,7 @@ fn granules(
                 Ok(d) => d,
                 Err(e) => {
                     println!("{label}: cannot be listed: {e}");
+                    unlisted.push(format!("{}/{}", res.dir, c.name));
                     continue;
                 }
             };
@@ -301,5 +327,5 @@ fn granules(
             println!("  then: dachs imp -c {} ({how})", res.rd_id());
         }
     }
-    changes
+    GranulePlan { changes, unlisted }
 }

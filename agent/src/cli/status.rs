@@ -38,11 +38,20 @@ fn fetch_daemon(settings: &Settings) -> Result<StatusReport, String> {
             .timeout(Duration::from_secs(3))
             .build()
             .map_err(|e| e.to_string())?;
-        let resp = client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {}", crate::error_chain(&e)))?;
+        let addr = local_addr(settings.http_listen);
+        let resp = client.get(&url).send().await.map_err(|e| {
+            if e.is_connect() {
+                // What an operator needs, not the client's chain of errors.
+                format!(
+                    "nothing listens on {addr}; start it with `systemctl start vespa-agent` \
+                     (`journalctl -u vespa-agent` says why it stopped)"
+                )
+            } else if e.is_timeout() {
+                format!("{url} did not answer within 3 s: the daemon is stuck or overloaded")
+            } else {
+                format!("{url}: {}", crate::error_chain(&e))
+            }
+        })?;
         resp.json::<StatusReport>()
             .await
             .map_err(|e| format!("{url}: unexpected answer: {e}"))
