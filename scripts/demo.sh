@@ -65,7 +65,10 @@ url = "$DACHS"
 url = "$REPO"
 branch = "main"
 TOML
-A=("$BIN" --config-dir "$DEMO_DIR/etc" --vendor-config-dir "$DEMO_DIR/none" --runtime-config-dir "$DEMO_DIR/none")
+# The same three directories as environment variables: the commands printed below stay short.
+export VESPA_AGENT_CONFIG_DIR="$DEMO_DIR/etc" VESPA_AGENT_VENDOR_CONFIG_DIR="$DEMO_DIR/none" \
+  VESPA_AGENT_RUNTIME_CONFIG_DIR="$DEMO_DIR/none"
+A=("$BIN")
 "${A[@]}" check-config >/dev/null
 
 nohup "${A[@]}" run >"$DEMO_DIR/agent.log" 2>&1 &
@@ -86,13 +89,16 @@ cat <<INFO
 vespa-agent is running (pid $(cat "$DEMO_DIR/agent.pid")), converging this node every minute.
 It deployed the example EPN-TAP service (examples/service) into DaCHS and imported its
 granules from $GRANULES (add, change or delete a CSV there, then sync).
+The commands below need this once in your shell:
+
+  export VESPA_AGENT_CONFIG_DIR=$DEMO_DIR/etc VESPA_AGENT_VENDOR_CONFIG_DIR=$DEMO_DIR/none VESPA_AGENT_RUNTIME_CONFIG_DIR=$DEMO_DIR/none
 
   TAP service      $DACHS/tap
   sample ADQL      $query
   answer           $answer
-  service repo     $REPO (branch main); commit there, then: ${A[*]} sync
+  service repo     $REPO (branch main); commit there, then: $BIN sync
   applied          $DEMO_DIR/state/current -> $(readlink "$DEMO_DIR/state/current")
-  agent status     ${A[*]} status
+  agent status     $BIN status  (plan: what the next pass would change)
   metrics          http://127.0.0.1:$PORT/metrics
   health           http://127.0.0.1:$PORT/healthz  http://127.0.0.1:$PORT/readyz
   status (JSON)    http://127.0.0.1:$PORT/status

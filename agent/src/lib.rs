@@ -2,25 +2,34 @@
 //! service repository and the granule files in B2SAFE), and proves it.
 //!
 //! # Layout
-//! Data flows one way: source -> reconcile -> dachs/granules -> state -> metrics/http.
+//! Data flows one way: source -> reconcile -> dachs/granules -> state -> metrics/http. No module
+//! uses one that uses it, even through others (agent/tests/layers.rs checks it); a name two
+//! sides need lives below both.
 //!
-//! - [`cli`]: the command line; one dispatch point, exit codes from [`exit`].
-//! - [`config`]: configuration files -> merged values with their origins -> validated settings.
-//! - [`daemon`]: `run`; the supervisor (signals, reload, bounded shutdown, watchdog).
+//! - [`cli`]: the command line and the one-shot commands (`plan`, `status`, `import`); one
+//!   dispatch point, exit codes from [`exit`].
+//! - [`daemon`]: `run` and `sync`; the supervisor (signals, reload, bounded shutdown, watchdog).
 //! - [`control`]: the control socket through which `sync` asks a running daemon for a pass.
-//! - [`source`], [`hooks`]: the service repository (fetch, verify, revisions) and its webhook.
-//! - [`service`]: the vespa-service.toml contract.
+//! - [`hooks`], [`http`], [`watch`]: what starts a pass besides the timer (the GitLab webhook,
+//!   inotify on the deployed resources) and the HTTP endpoints.
+//! - [`rebuild`]: `vespa-agent rebuild`, the node repaired in place from its sources of truth,
+//!   or rebuilt by OpenStack; [`rebuild_policy`]: when the daemon asks for it on its own.
 //! - [`reconcile`]: the loop (triggers, coalescing, heartbeat) and the stages of one pass.
+//! - [`digest`]: what a node serves, as one comparable hash (`status --digest`).
 //! - [`apply`]: a revision into DaCHS: stage, `dachs val` gate, install, import, publish,
 //!   health check, roll back.
-//! - [`dachs`]: the local DaCHS server (`dachs` commands, RDs, TAP queries).
-//! - [`state`]: the SQLite state store (passes, commits; later granules).
+//! - [`granules`]: collections listed, diffed, transferred, verified and imported.
+//! - [`dachs`]: the local DaCHS server (`dachs` commands, RDs, TAP queries, gavo.rc).
+//! - [`gitlab`]: commit statuses reported to GitLab.
+//! - [`source`]: the service repository (fetch, verify, revisions).
+//! - [`service`]: the vespa-service.toml contract.
+//! - [`state`]: the SQLite state store (passes, commits, resources, granules, rebuilds).
 //! - [`runtime`]: the live status shared by the loop, the endpoints and the watchdog.
-//! - [`metrics`], [`http`]: what Prometheus and operators read.
-//! - [`systemd`], [`logging`], [`journald`]: sd_notify and the journal.
-//! - [`digest`]: what a node serves, as one comparable hash (`status --digest`).
-//! - [`rebuild`]: `vespa-agent rebuild`, the node repaired in place from its sources of truth.
-//! - [`watch`]: inotify on the deployed resources, so that drift is checked in seconds.
+//! - [`metrics`]: what Prometheus reads.
+//! - [`config`]: configuration files -> merged values with their origins -> validated settings.
+//! - [`systemd`], [`logging`], [`journald`], [`journal`]: sd_notify and the journal.
+//! - [`xml`]: what the parsers of outside XML share; [`node`]: the node's free space, memory
+//!   and load, as far as DaCHS's health depends on them.
 
 pub mod apply;
 pub mod cli;
@@ -40,6 +49,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod rebuild;
+pub mod rebuild_policy;
 pub mod reconcile;
 pub mod runtime;
 pub mod service;

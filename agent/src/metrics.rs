@@ -308,7 +308,7 @@ impl Metrics {
             &["level", "action"],
         )
         .expect("valid metric");
-        for (level, actions) in crate::rebuild::actions::ACTIONS {
+        for (level, actions) in crate::state::REBUILD_ACTIONS {
             for action in actions {
                 rebuild_decisions.with_label_values(&[level, action]);
             }

@@ -198,6 +198,19 @@ pub enum StateError {
     },
 }
 
+/// What a rebuild decision can become, per level: the actions of a [`RebuildRecord`] and the
+/// labels of `vespa_agent_rebuild_decisions_total`.
+pub const REBUILD_ACTIONS: [(&str, &[&str]); 2] = [
+    (
+        "repair",
+        &["started", "dry-run", "refused", "failed", "succeeded"],
+    ),
+    (
+        "vm",
+        &["started", "dry-run", "refused", "failed", "not-needed"],
+    ),
+];
+
 /// How a pass ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

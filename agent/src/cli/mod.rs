@@ -1,5 +1,6 @@
 //! The command line. The same definitions produce `--help` and (with clap_mangen) the man page.
 
+mod import;
 mod plan;
 pub mod progress;
 mod status;
@@ -168,7 +169,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(crate::daemon::import_once(settings, resource))
+            rt.block_on(import::import_once(settings, resource))
         }
         Command::Plan => {
             let settings = config::load(&layout)?;

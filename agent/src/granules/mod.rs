@@ -214,7 +214,7 @@ impl Source {
         if c.source.starts_with("file://") || c.source.starts_with('/') {
             return Ok(Source::File(file::FileSource::new(&c.source)?));
         }
-        if c.source.starts_with(irods::SCHEME) {
+        if c.source.starts_with(crate::service::irods_url::SCHEME) {
             return Ok(Source::Irods(irods::IrodsSource::new(
                 &c.source, credential, timeout,
             )?));

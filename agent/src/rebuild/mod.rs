@@ -15,8 +15,6 @@
 //! `systemctl start vespa-agent-rebuild` runs it with the daemon stopped and starts the daemon
 //! again afterwards. Level 2, a new VM from OpenStack, is [`vm`].
 
-pub mod actions;
-pub mod policy;
 pub mod system;
 pub mod vm;
 
@@ -90,7 +88,7 @@ pub async fn run(settings: Settings, dry_run: bool) -> anyhow::Result<ExitCode> 
 /// "vm"`, level 2 when it failed and DaCHS still does not answer.
 async fn conclude(
     settings: &Settings,
-    request: policy::Request,
+    request: crate::rebuild_policy::Request,
     result: anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {
     let store = StateStore::open(&settings.state_dir).context("recording the repair's outcome")?;
@@ -151,7 +149,7 @@ async fn conclude(
 async fn repair(
     settings: Settings,
     dry_run: bool,
-    request: &mut Option<policy::Request>,
+    request: &mut Option<crate::rebuild_policy::Request>,
 ) -> anyhow::Result<ExitCode> {
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!(
@@ -178,11 +176,12 @@ async fn repair(
     *request = store
         .as_ref()
         .and_then(|s| s.meta(crate::state::REBUILD_REQUEST).ok().flatten())
-        .and_then(|j| serde_json::from_str::<policy::Request>(&j).ok());
+        .and_then(|j| serde_json::from_str::<crate::rebuild_policy::Request>(&j).ok());
     // A request the unit never ran for (the node rebooted, the start was lost) must not make a
     // later repair by hand an automatic one, which could go on to rebuild the VM.
     if let (Some(r), Some(s)) = (request.as_ref(), store.as_ref())
-        && crate::state::now_ms() - r.at_ms > policy::REQUEST_VALID.as_millis() as i64
+        && crate::state::now_ms() - r.at_ms
+            > crate::rebuild_policy::REQUEST_VALID.as_millis() as i64
     {
         say(
             "request",

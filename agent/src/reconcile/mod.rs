@@ -77,7 +77,7 @@ pub struct Reconciler {
     /// Commit statuses sent to GitLab.
     pub reporter: crate::gitlab::Reporter,
     /// The automatic rebuild policy's view of DaCHS's health; None in a one-shot `sync`.
-    pub rebuild: Option<crate::rebuild::policy::Watch>,
+    pub rebuild: Option<crate::rebuild_policy::Watch>,
 }
 
 /// The first retry after a failed pass comes this soon; each further failure doubles it, up to
@@ -163,7 +163,7 @@ impl Reconciler {
         };
         let settings = self.settings.borrow().clone();
         let started = crate::state::with_store(&self.store, |s| {
-            crate::rebuild::policy::after_pass(
+            crate::rebuild_policy::after_pass(
                 watch,
                 s,
                 &self.metrics,

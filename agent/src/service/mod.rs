@@ -3,6 +3,8 @@
 //! The repository holds no secrets and no bulk data, and nothing in it may point outside it:
 //! every check here runs before a revision is accepted.
 
+pub mod irods_url;
+
 use std::collections::HashSet;
 use std::path::{Component, Path};
 
@@ -395,10 +397,10 @@ fn granule_source(s: &str) -> Result<(), String> {
     if Path::new(s).is_absolute() {
         return Ok(());
     }
-    if s.starts_with(crate::granules::irods::SCHEME) {
-        crate::granules::irods::split(s)?;
+    if s.starts_with(crate::service::irods_url::SCHEME) {
+        crate::service::irods_url::split(s)?;
     }
-    let url = reqwest::Url::parse(s.strip_prefix(crate::granules::irods::SCHEME).unwrap_or(s))
+    let url = reqwest::Url::parse(s.strip_prefix(crate::service::irods_url::SCHEME).unwrap_or(s))
         .map_err(|_| {
             "must be an https://, http:// (WebDAV), irods+https:// (the iRODS HTTP API) or file:// URL, or an absolute path".to_string()
         })?;

@@ -16,11 +16,10 @@
 
 use std::time::Duration;
 
-use super::actions::ACTIONS;
 use crate::config::{Automatic, RebuildSettings};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
-use crate::state::{RebuildRecord, StateStore, now_ms};
+use crate::state::{REBUILD_ACTIONS as ACTIONS, RebuildRecord, StateStore, now_ms};
 
 /// The unit that runs level 1 with the privileges it needs. Unit tests name one that cannot
 /// exist, so that no test ever repairs the machine it runs on.
