@@ -1,6 +1,6 @@
 //! The journal's MESSAGE_IDs of the agent's key events, so that `journalctl MESSAGE_ID=<id>`
 //! finds each kind wherever it happened, with COMMIT= and RESOURCE= on the entries that have
-//! them. Documented in the README; never change an id once released.
+//! them. Documented in doc/operating.md (Journal); never change an id once released.
 
 /// A revision was applied to DaCHS (COMMIT=).
 pub const REVISION_APPLIED: &str = "213218f98bfc45de88be0c4012e3a722";
@@ -15,7 +15,7 @@ pub const IMPORT_FINISHED: &str = "485faa265ee5495691c12cfb5dd925cb";
 /// A granule file was refused, before or by the import (RESOURCE=, GRANULE=, REASON=).
 pub const GRANULE_REFUSED: &str = "67e90018e3dd467b9b50d1aa2e041685";
 
-/// Every id, with the name the README gives it.
+/// Every id, with the name doc/operating.md gives it.
 pub const ALL: [(&str, &str); 6] = [
     ("revision applied", REVISION_APPLIED),
     ("commit refused", COMMIT_REFUSED),
@@ -30,7 +30,7 @@ mod tests {
     #[test]
     fn ids_are_distinct_128_bit_hex_and_documented() {
         let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../doc/operating.md")).unwrap();
         let mut seen = std::collections::BTreeSet::new();
         for (name, id) in super::ALL {
             assert!(
@@ -43,7 +43,7 @@ mod tests {
             assert!(seen.insert(id), "{id} twice");
             assert!(
                 readme.contains(id),
-                "the README does not list {name} ({id})"
+                "doc/operating.md does not list {name} ({id})"
             );
         }
     }
