@@ -30,7 +30,8 @@ mod tests {
     #[test]
     fn ids_are_distinct_128_bit_hex_and_documented() {
         let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../doc/operating.md")).unwrap();
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../doc/operating.md"))
+                .unwrap();
         let mut seen = std::collections::BTreeSet::new();
         for (name, id) in super::ALL {
             assert!(

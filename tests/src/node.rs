@@ -80,6 +80,19 @@ pub fn dirs_cargo_bin(name: &str) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// The .debs the nodes' apt downloads (PostgreSQL, DaCHS and their dependencies), kept between
+/// boots on this machine beside the rootfs cache: each node still installs them with apt, as a
+/// VM does, without fetching them again. One node runs at a time, so one apt uses it at a time.
+fn apt_archives() -> PathBuf {
+    let dir = PathBuf::from(
+        std::env::var("VESPA_NSPAWN_CACHE")
+            .unwrap_or_else(|_| "/var/cache/vespa-agent-tests".into()),
+    )
+    .join("apt-archives");
+    std::fs::create_dir_all(dir.join("partial")).unwrap();
+    dir
+}
+
 /// A Debian 12 rootfs booted with systemd-nspawn; powered off and deleted when dropped.
 pub struct Node {
     pub dir: PathBuf,
@@ -112,6 +125,10 @@ impl Node {
             ])
             .arg("-D")
             .arg(&dir)
+            .arg(format!(
+                "--bind={}:/var/cache/apt/archives",
+                apt_archives().display()
+            ))
             .stdin(Stdio::null())
             .stdout(console.try_clone().unwrap())
             .stderr(console)
