@@ -123,8 +123,15 @@ fn value(p: &mut Partial, field: &str, piece: &str) -> Result<(), String> {
         "etag" => i.etag.get_or_insert_with(String::new).push_str(piece),
         _ => i.modified.get_or_insert_with(String::new).push_str(piece),
     }
-    if p.item.href.len() + p.size.len() > 64 * 1024 {
-        return Err("not a WebDAV listing: an href longer than 64 KiB".into());
+    let i = &p.item;
+    let held = i.href.len()
+        + p.size.len()
+        + i.etag.as_ref().map_or(0, String::len)
+        + i.modified.as_ref().map_or(0, String::len);
+    if held > 64 * 1024 {
+        return Err(format!(
+            "not a WebDAV listing: a response whose {field} is longer than 64 KiB"
+        ));
     }
     Ok(())
 }
@@ -446,10 +453,16 @@ mod tests {
         assert_eq!(items.len(), 50_000);
         assert_eq!(items[49_999].size, Some(49_999));
         assert!(t.elapsed() < bound, "{:?}", t.elapsed());
-        // An href of megabytes is refused, not grown without end.
+        // A field of megabytes is refused, not grown without end.
         let long = listing(&file(&"x".repeat(1 << 20), 1));
         let err = parse_multistatus(&long).unwrap_err();
-        assert!(err.contains("longer than 64 KiB"), "{err}");
+        assert!(err.contains("whose href is longer than 64 KiB"), "{err}");
+        let etag = format!(
+            "<D:response><D:href>/a</D:href><D:getetag>{}</D:getetag></D:response>",
+            "e".repeat(1 << 20)
+        );
+        let err = parse_multistatus(&listing(&etag)).unwrap_err();
+        assert!(err.contains("whose etag is longer than 64 KiB"), "{err}");
     }
 
     #[test]
