@@ -11,12 +11,15 @@ start first: their order comes from the previous run's times (target/test-times/
 and, on a fresh machine, from the list below. Each binary's output is printed whole when it
 ends. At the end: a table of each binary's wall time and result, the slowest tests (from
 libtest's --report-time), and one line `N passed, N failed`. Exit 0 only if every binary passed.
+A binary that runs longer than --timeout (VESPA_TEST_TIMEOUT, 1800 s) is stopped as hung, with
+the names of its tests that had not ended; every five minutes a line says what is running.
 """
 
 import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -82,16 +85,47 @@ def order(tests):
     return sorted(tests, key=key)
 
 
-def run_one(t, env, extra, logs):
+def listed(t, env):
+    """The names of a binary's tests, so that a binary that hangs can say which ones did."""
+    out = subprocess.run([t["exe"], "--list", "--format", "terse"], cwd=t["cwd"], env=env,
+                         capture_output=True, text=True)
+    return [l.rsplit(": ", 1)[0] for l in out.stdout.splitlines() if l.endswith(": test")]
+
+
+def run_one(t, env, extra, logs, timeout):
     log = logs / (t["name"].replace("/", "-").replace(" ", "_") + ".log")
+    names = listed(t, env)
     started = time.monotonic()
+    hung = False
     with open(log, "w") as f:
-        rc = subprocess.run([t["exe"], "-Z", "unstable-options", "--report-time", *extra],
-                            cwd=t["cwd"], env=env, stdout=f, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL).returncode
+        # A session of its own: on a timeout the whole tree goes (DaCHS servers, proxies, nodes).
+        p = subprocess.Popen([t["exe"], "-Z", "unstable-options", "--report-time", *extra],
+                             cwd=t["cwd"], env=env, stdout=f, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            rc = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            hung = True
+            for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, None)):
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    p.wait(timeout=grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            rc = p.wait()
     t["seconds"] = time.monotonic() - started
     t["rc"] = rc
     text = log.read_text(errors="replace")
+    if hung:
+        done = {m.group(1) for m in map(TIMED.match, text.splitlines()) if m}
+        stuck = [n for n in names if n not in done]
+        text += (f"\nrun-tests: {t['name']} did not end within {timeout} s "
+                 f"(VESPA_TEST_TIMEOUT) and was stopped; still running: "
+                 f"{', '.join(stuck) or '(none listed)'}\n")
     t["passed"] = t["failed"] = t["ignored"] = 0
     t["tests"] = []
     for line in text.splitlines():
@@ -110,6 +144,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("VESPA_TEST_JOBS", "2")))
     ap.add_argument("--only", default="", help="comma-separated binary names")
+    ap.add_argument("--timeout", type=int,
+                    default=int(os.environ.get("VESPA_TEST_TIMEOUT", "1800")),
+                    help="seconds one binary may take before it is stopped as hung")
     ap.add_argument("extra", nargs="*", help="arguments for every test binary")
     a = ap.parse_args()
     cargo = os.environ.get("CARGO", "cargo")
@@ -134,17 +171,32 @@ def main():
                 if not queue:
                     return
                 t = queue.pop(0)
+                running[t["name"]] = time.monotonic()
             print(f"==> {t['name']}: started at {time.monotonic() - started:.0f} s", flush=True)
-            text = run_one(t, env, a.extra, logs)
+            text = run_one(t, env, a.extra, logs, a.timeout)
+            with lock:
+                running.pop(t["name"], None)
             with printing:
                 print(f"==> {t['name']}: {'ok' if t['rc'] == 0 else 'FAILED'} "
                       f"in {t['seconds']:.0f} s\n{text}", flush=True)
 
+    running, done = {}, threading.Event()
+
+    def heartbeat():
+        # CI may keep only part of a long log: say what is running, so a hang has a name.
+        while not done.wait(300):
+            with lock:
+                now = time.monotonic()
+                busy = ", ".join(f"{n} ({now - s:.0f} s)" for n, s in running.items())
+            print(f"==> at {now - started:.0f} s running: {busy or 'nothing'}", flush=True)
+
+    threading.Thread(target=heartbeat, daemon=True).start()
     lanes = [threading.Thread(target=lane) for _ in range(max(1, a.jobs))]
     for th in lanes:
         th.start()
     for th in lanes:
         th.join()
+    done.set()
     wall = time.monotonic() - started
 
     rows = sorted(tests, key=lambda t: -t["seconds"])
