@@ -305,8 +305,13 @@ impl World {
 
     /// The next revision: a new commit changing the RD, and granule churn.
     pub fn next_revision(&mut self, seed: &mut u64) {
-        self.version += 1;
+        self.next_granules(seed);
         self.commit();
+    }
+
+    /// Granule churn alone, under the same commit: what most passes of a node see.
+    pub fn next_granules(&mut self, seed: &mut u64) {
+        self.version += 1;
         let v = self.version;
         self.source.churn(seed, v);
     }

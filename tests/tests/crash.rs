@@ -1,13 +1,15 @@
 //! Crash consistency: full reconcile passes against the real DaCHS, git's smart-HTTP server
-//! behind nginx and Apache mod_dav, each over a new commit that changes the RD and over granules
-//! added, changed and deleted on the WebDAV server, with the agent SIGKILLed at random moments
-//! (its whole process group, as systemd kills a unit's cgroup; the moments from a seeded RNG,
-//! the seed printed; `VESPA_CRASH_SEED` replays a run). After every kill: the state store opens
-//! and passes SQLite's integrity check, `current` names a complete revision, and DaCHS holds
-//! only whole granule files (every file's rows all there, all of one version). After every
-//! recovery (a pass run to its end): DaCHS holds exactly the source's granules, each once, at
-//! its current version; no temporary file is left; `plan` finds nothing to do. A prober asks
-//! TAP for the table all along and counts the queries that fail.
+//! behind nginx and Apache mod_dav, over granules added, changed and deleted on the WebDAV
+//! server and, every other revision, a new commit that changes the RD (so that its passes deploy
+//! it again before the granules), with the agent SIGKILLed at random moments (its whole process
+//! group, as systemd kills a unit's cgroup; the moments from a seeded RNG, within the time an
+//! unharmed pass of the same kind takes, the seed printed; `VESPA_CRASH_SEED` replays a run).
+//! After every kill: the state store opens and passes SQLite's integrity check, `current` names
+//! a complete revision, and DaCHS holds only whole granule files (every file's rows all there,
+//! all of one version). After every recovery (a pass run to its end): DaCHS holds exactly the
+//! source's granules, each once, at its current version; no temporary file is left; `plan`
+//! finds nothing to do. A prober asks TAP for the table all along and counts the queries that
+//! fail.
 //!
 //! `VESPA_CRASH_KILLS` (default 100) sets how many kills land in a running pass.
 
@@ -52,22 +54,33 @@ fn passes_killed_at_random_moments_lose_and_corrupt_nothing() {
     };
     let kills_wanted = env_usize("VESPA_CRASH_KILLS", 100);
     let mut seed = seed("VESPA_CRASH_SEED");
-    let home = &world.home;
-    let sync = |what: &str| {
-        let out = home.output(&["sync"]);
+    // How long each kind of pass takes unharmed: a kill lands at a moment drawn from it.
+    let timed_pass = |world: &World, what: &str| {
+        let t = Instant::now();
+        let out = world.home.output(&["sync"]);
         assert_eq!(out.code(), 0, "{what}: {out:?}");
+        assert_eq!(world.served().unwrap(), world.source.expected(), "{what}");
+        eprintln!("{what} takes {:.1} s", t.elapsed().as_secs_f64());
+        t.elapsed()
     };
-    let t = Instant::now();
-    sync("the first pass");
-    let pass = t.elapsed();
-    assert_eq!(world.served().unwrap(), world.source.expected());
-    eprintln!("a full first pass takes {:.1} s", pass.as_secs_f64());
+    let deploy_pass = timed_pass(&world, "a first pass (a deploy and its granules)");
+    world.next_granules(&mut seed);
+    let granule_pass = timed_pass(&world, "a pass over granule churn alone");
 
     let prober = Prober::start(NAME);
-    let (mut kills, mut recoveries) = (0usize, 0usize);
+    let (mut kills, mut kills_in_deploys, mut recoveries) = (0usize, 0usize, 0usize);
     let started = Instant::now();
     while kills < kills_wanted {
-        world.next_revision(&mut seed);
+        // Every other revision is a commit that changes the RD (its passes deploy it again,
+        // then bring the granules); the others churn granules alone, as most passes do.
+        let deploys = recoveries % 2 == 0;
+        let pass = if deploys {
+            world.next_revision(&mut seed);
+            deploy_pass
+        } else {
+            world.next_granules(&mut seed);
+            granule_pass
+        };
         let home = &world.home;
         // Several kills in a row, each in a pass that the previous kill interrupted.
         for _ in 0..6 {
@@ -83,6 +96,7 @@ fn passes_killed_at_random_moments_lose_and_corrupt_nothing() {
                 // SAFETY: kill(2) of the process group made for the child.
                 unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
                 kills += 1;
+                kills_in_deploys += usize::from(deploys);
             }
             let _ = child.wait();
             // Let the killed group's last process go.
@@ -123,12 +137,17 @@ fn passes_killed_at_random_moments_lose_and_corrupt_nothing() {
     }
     let (queries, failed, errors) = prober.finish();
     figure(&format!(
-        "CRASH: {kills} kill points survived, {recoveries} recoveries over {} revisions in {:.0} \
-         s; granules lost or duplicated: 0; TAP queries: {queries}, failed: {failed} {errors:?}",
+        "CRASH: {kills} kill points survived ({kills_in_deploys} in passes that deployed a changed \
+         RD), {recoveries} recoveries over {} revisions in {:.0} s; granules lost or duplicated: \
+         0; TAP queries: {queries}, failed: {failed} {errors:?}",
         world.version,
         started.elapsed().as_secs_f64()
     ));
     assert_eq!(failed, 0, "failed TAP queries: {errors:?}");
+    assert!(
+        kills_in_deploys * 4 >= kills,
+        "only {kills_in_deploys} of {kills} kills landed in a deploy"
+    );
 }
 
 /// The checks above can fail: each catches what it looks for.
