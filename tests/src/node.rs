@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, Once, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::git::{GitServer, TOKEN};
@@ -512,4 +512,51 @@ pub fn serving_node(name: &str) -> Option<Served> {
         downloads,
         one_at_a_time,
     })
+}
+
+/// One serving node for the tests of a test binary that take it in turn, since each boot costs
+/// minutes of both cores (cloud-init installs PostgreSQL and DaCHS). A test has it alone while
+/// it holds the guard and must leave it serving as it found it; one that fails (the guard
+/// poisoned) leaves a node in an unknown state, so the next test gets a freshly booted one. It
+/// is powered off when the test binary exits.
+pub fn shared_serving_node(name: &str) -> Option<SharedNode> {
+    static SHARED: Mutex<Option<Served>> = Mutex::new(None);
+    extern "C" fn power_off() {
+        let node = match SHARED.lock() {
+            Ok(mut g) => g.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        drop(node);
+    }
+    static AT_EXIT: Once = Once::new();
+    let mut guard = match SHARED.lock() {
+        Ok(g) => g,
+        Err(poisoned) => {
+            let mut g = poisoned.into_inner();
+            eprintln!("the shared node is left from a test that failed: booting a new one");
+            drop(g.take());
+            SHARED.clear_poison();
+            g
+        }
+    };
+    if guard.is_none() {
+        *guard = Some(serving_node(name)?);
+        // SAFETY: atexit(3) with a function that takes no arguments and does not unwind out.
+        AT_EXIT.call_once(|| unsafe {
+            libc::atexit(power_off);
+        });
+    }
+    Some(SharedNode(guard))
+}
+
+/// A test's turn with the shared node; see [`shared_serving_node`].
+pub struct SharedNode(MutexGuard<'static, Option<Served>>);
+
+impl std::ops::Deref for SharedNode {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        self.0
+            .as_ref()
+            .expect("a shared node is booted before it is handed out")
+    }
 }

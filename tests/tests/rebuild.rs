@@ -4,10 +4,11 @@
 //! agent's state store and the whole of /var/gavo are wiped, and after each `systemctl start
 //! vespa-agent-rebuild` (the packaged privileged unit) brings the node back with the same
 //! digest. The last rebuild is killed at seeded random moments and started again until it
-//! completes. A second node proves the automatic policy: DaCHS stopped and left so is repaired
-//! by the daemon's own decision; a second time within rebuild.repair-interval is refused; a
-//! repair that cannot succeed goes on to ask OpenStack (a DOUBLE, tests/src/openstack.rs)
-//! for a new VM.
+//! completes. The same node, in its turn (one boot for both tests: `shared_serving_node`),
+//! proves the automatic policy: DaCHS stopped and left so is repaired by the daemon's own
+//! decision; a second time within rebuild.repair-interval is refused; a repair that cannot
+//! succeed goes on to ask OpenStack (a DOUBLE, tests/src/openstack.rs) for a new VM; then the
+//! node is left serving as it came.
 
 use std::time::{Duration, Instant};
 
@@ -56,7 +57,7 @@ fn daemon_back(node: &Node) {
 
 #[test]
 fn every_wipe_is_rebuilt_to_the_same_digest() {
-    let Some(served) = serving_node("rebuild") else {
+    let Some(served) = shared_serving_node("rebuild") else {
         return;
     };
     let node = &served.node;
@@ -167,7 +168,8 @@ fn decided(node: &Node, seen: usize, level: &str, action: &str, within: Duration
     }
 }
 
-/// One sample of the daemon's /metrics, by the labels it must have.
+/// One sample of the daemon's /metrics, by the labels it must have; 0 when no such sample was
+/// counted yet.
 fn counted(node: &Node, name: &str, labels: &[&str]) -> f64 {
     let listen = node.sh(
         "sed -n 's/^listen = \"\\(.*\\)\"/\\1/p' /etc/vespa-agent/agent.d/10-bootstrap-test.toml",
@@ -175,8 +177,13 @@ fn counted(node: &Node, name: &str, labels: &[&str]) -> f64 {
     let body = node.sh(&format!("curl -sf http://{}/metrics", listen.trim()));
     body.lines()
         .find(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{body}"))
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} {labels:?}: not a number in {l}"))
+        })
+        .unwrap_or(0.0)
 }
 
 fn configure_policy(node: &Node, os: &OpenStack, repair_interval: &str) {
@@ -192,11 +199,23 @@ fn configure_policy(node: &Node, os: &OpenStack, repair_interval: &str) {
 
 #[test]
 fn the_automatic_policy_repairs_then_refuses_then_asks_for_a_new_vm() {
-    let Some(served) = serving_node("rebuild-auto") else {
+    let Some(served) = shared_serving_node("rebuild") else {
         return;
     };
     let node = &served.node;
     let golden = digest(node);
+    // The node may come from the wipes' test: what it decided and counted before is not ours.
+    let seen = decisions(node).len();
+    let repairs = |action: &str| {
+        let label = format!("action=\"{action}\"");
+        counted(
+            node,
+            "vespa_agent_rebuild_decisions_total",
+            &["level=\"repair\"", &label],
+        )
+    };
+    let (started, succeeded, refused) =
+        (repairs("started"), repairs("succeeded"), repairs("refused"));
     let os = OpenStack::start();
     // A credential name: the daemon finds it among its systemd credentials, the rebuild unit
     // in granules.credentials-dir.
@@ -212,7 +231,7 @@ fn the_automatic_policy_repairs_then_refuses_then_asks_for_a_new_vm() {
     // starts the repair unit itself, which brings back exactly what served before.
     let t = Instant::now();
     node.sh("systemctl stop dachs");
-    let reason = decided(node, 0, "repair", "started", Duration::from_secs(180));
+    let reason = decided(node, seen, "repair", "started", Duration::from_secs(180));
     eprintln!(
         "AUTOMATIC REPAIR decided {:.1} s after DaCHS stopped: {reason}",
         t.elapsed().as_secs_f64()
@@ -222,7 +241,7 @@ fn the_automatic_policy_repairs_then_refuses_then_asks_for_a_new_vm() {
             && reason.contains("checks in a row"),
         "{reason}"
     );
-    decided(node, 0, "repair", "succeeded", Duration::from_secs(300));
+    decided(node, seen, "repair", "succeeded", Duration::from_secs(300));
     eprintln!(
         "AUTOMATIC REPAIR done {:.1} s after DaCHS stopped",
         t.elapsed().as_secs_f64()
@@ -236,15 +255,8 @@ fn the_automatic_policy_repairs_then_refuses_then_asks_for_a_new_vm() {
         "the decision is not in the journal:\n{journal}"
     );
     // Counted, including the outcome `rebuild` recorded while the daemon was stopped.
-    let name = "vespa_agent_rebuild_decisions_total";
-    assert_eq!(
-        counted(node, name, &["level=\"repair\"", "action=\"started\""]),
-        1.0
-    );
-    assert_eq!(
-        counted(node, name, &["level=\"repair\"", "action=\"succeeded\""]),
-        1.0
-    );
+    assert_eq!(repairs("started") - started, 1.0);
+    assert_eq!(repairs("succeeded") - succeeded, 1.0);
     let status = node.sh("vespa-agent status");
     assert!(status.contains("rebuild:      automatic = vm"), "{status}");
     assert!(status.contains("repair succeeded"), "{status}");
@@ -264,10 +276,7 @@ fn the_automatic_policy_repairs_then_refuses_then_asks_for_a_new_vm() {
         runs,
         "a second repair ran"
     );
-    assert_eq!(
-        counted(node, name, &["level=\"repair\"", "action=\"refused\""]),
-        1.0
-    );
+    assert_eq!(repairs("refused") - refused, 1.0);
     assert!(
         os.calls().is_empty(),
         "OpenStack was asked: {:?}",
@@ -303,6 +312,21 @@ fn the_automatic_policy_repairs_then_refuses_then_asks_for_a_new_vm() {
     );
     node.sh("systemctl unmask dachs && systemctl start dachs");
     daemon_back(node);
+
+    // The node goes back as it came, serving, for the next test that takes it.
+    node.sh(
+        "rm -f /etc/vespa-agent/agent.d/40-rebuild.toml /etc/vespa-agent/credentials/openstack \
+         && systemctl restart vespa-agent",
+    );
+    daemon_back(node);
+    eventually(
+        "the node to serve as before",
+        Duration::from_secs(120),
+        || {
+            let (ok, now) = node.try_sh("vespa-agent status --digest");
+            (ok && now == golden).then_some(())
+        },
+    );
 }
 
 /// What an operator types to bring a wiped /var/gavo back by hand, the same steps as the
