@@ -30,10 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMES = ROOT / "target/test-times"
 
 # On a fresh machine (no times of a previous run): the longest first, and the suites that own
-# the host's DaCHS early, so that they do not wait behind a long suite's share of it.
+# the host's DaCHS early, so that they do not wait behind a long suite's share of it. A booted
+# node's suite (delivery) goes beside them, since it does not use the host's DaCHS: the crash
+# suite would only wait for it there.
 FIRST = [
-    "tests/crash", "tests/resource_faults", "tests/gavo_rc", "tests/delivery", "tests/rebuild",
-    "tests/soak", "tests/apply", "tests/faults", "tests/secrets", "tests/granule_faults",
+    "tests/resource_faults", "tests/gavo_rc", "tests/delivery", "tests/crash", "tests/rebuild",
+    "tests/soak", "tests/faults", "tests/apply", "tests/secrets", "tests/granule_faults",
 ]
 # Held for the whole run: suites that need the host's DaCHS alone go before the long ones.
 OWNS_DACHS = {"tests/resource_faults", "tests/gavo_rc"}
