@@ -522,9 +522,11 @@ pub fn serving_node(name: &str) -> Option<Served> {
 pub fn shared_serving_node(name: &str) -> Option<SharedNode> {
     static SHARED: Mutex<Option<Served>> = Mutex::new(None);
     extern "C" fn power_off() {
-        let node = match SHARED.lock() {
+        // try_lock: a test thread still holding the node at exit must not hang the exit.
+        let node = match SHARED.try_lock() {
             Ok(mut g) => g.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
+            Err(std::sync::TryLockError::WouldBlock) => None,
         };
         drop(node);
     }
