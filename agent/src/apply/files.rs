@@ -155,19 +155,26 @@ fn cap_effective(status: &str) -> Option<u64> {
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
-/// Creates `dir` and its missing parents below `base`, each owned by `owner`.
+/// Creates `dir` and its missing parents below `base`, each owned by `owner`. Any number of
+/// threads may create the same folders at once (parallel transfers into a collection laid out
+/// in folders): a folder another one made between the look and the create is taken as made.
 pub fn make_dirs(base: &Path, rel_dir: &Path, owner: Option<Owner>) -> Result<(), FilesError> {
     let mut at = base.to_owned();
     for part in rel_dir.components() {
         at.push(part);
-        if !at.is_dir() {
-            fs::create_dir(&at).map_err(io(&at))?;
-            // Group-writable for DaCHS's group. No setgid bit, which the packaged unit may not
-            // set (RestrictSUIDSGID=): the agent's files get the group from Owner or from its
-            // own group, DaCHS's from its account's primary group.
-            fs::set_permissions(&at, fs::Permissions::from_mode(0o775)).map_err(io(&at))?;
-            Owner::apply(owner, &at)?;
+        if at.is_dir() {
+            continue;
         }
+        match fs::create_dir(&at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && at.is_dir() => continue,
+            Err(e) => return Err(io(&at)(e)),
+        }
+        // Group-writable for DaCHS's group. No setgid bit, which the packaged unit may not
+        // set (RestrictSUIDSGID=): the agent's files get the group from Owner or from its
+        // own group, DaCHS's from its account's primary group.
+        fs::set_permissions(&at, fs::Permissions::from_mode(0o775)).map_err(io(&at))?;
+        Owner::apply(owner, &at)?;
     }
     Ok(())
 }
@@ -257,6 +264,46 @@ mod tests {
             fs::write(path, body).unwrap();
         }
         t
+    }
+
+    /// Parallel transfers into a collection laid out in folders, on a node where none exists
+    /// yet: every worker makes the folders of its files, the same ones as the others, at once.
+    #[test]
+    fn many_workers_make_the_same_nested_folders_at_once() {
+        // 60 folders at depths 1 to 3 (targets, nights, instruments), parents shared.
+        let dirs: Vec<PathBuf> = (0..60)
+            .map(|i| match i % 3 {
+                0 => PathBuf::from(format!("t{}", i % 10)),
+                1 => PathBuf::from(format!("t{}/n{i}", i % 10)),
+                _ => PathBuf::from(format!("t{}/n{}/i{i}", (i - 1) % 10, i - 1)),
+            })
+            .collect();
+        for workers in [4, 16] {
+            for round in 0..20 {
+                let base = tempfile::tempdir().unwrap();
+                let start = std::sync::Barrier::new(workers);
+                std::thread::scope(|s| {
+                    for w in 0..workers {
+                        let (dirs, base, start) = (&dirs, base.path(), &start);
+                        s.spawn(move || {
+                            start.wait();
+                            // Each worker in its own order, as transfers finish.
+                            for k in 0..dirs.len() {
+                                let d = &dirs[(k * 7 + w * 13) % dirs.len()];
+                                make_dirs(base, d, None).unwrap_or_else(|e| {
+                                    panic!("{workers} workers, round {round}: {e}")
+                                });
+                            }
+                        });
+                    }
+                });
+                for d in &dirs {
+                    let meta = fs::metadata(base.path().join(d)).unwrap();
+                    assert!(meta.is_dir());
+                    assert_eq!(meta.permissions().mode() & 0o777, 0o775, "{}", d.display());
+                }
+            }
+        }
     }
 
     #[test]
