@@ -367,7 +367,7 @@ async fn deploy(
         cx.dachs
             .validate(&stage_id)
             .await
-            .map_err(|e| ("validate", e))?;
+            .map_err(|e| ("validate", in_repository_terms(e, cx.inputs)))?;
         if let Err(m) = &change.parsed {
             return Err(local_step("validate", m));
         }
@@ -407,6 +407,52 @@ async fn deploy(
     health(cx, &change.record.tables)
         .await
         .map_err(|m| local_step("health", m))
+}
+
+/// A `dachs val` failure as the provider knows the files: `<dir>/q.rd:35:89` in the repository,
+/// not `/var/gavo/inputs/.vespa-stage/<dir>/q.rd, (35, 89)` in a staging directory that is
+/// gone by the time anyone reads the message. The command keeps the node's name of the RD.
+fn in_repository_terms(e: DachsError, inputs: &Path) -> DachsError {
+    match e {
+        DachsError::Failed { command, message } => DachsError::Failed {
+            command,
+            message: repository_positions(
+                &message
+                    .replace(&format!("{}/{STAGE_DIR}/", inputs.display()), "")
+                    .replace(&format!("{STAGE_DIR}/"), ""),
+            ),
+        },
+        e => e,
+    }
+}
+
+/// `q.rd, (35, 89)` -> `q.rd:35:89`, DaCHS's position of an XML error in the form editors and
+/// CI logs link.
+fn repository_positions(message: &str) -> String {
+    const AT: &str = ".rd, (";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(AT) {
+        out.push_str(&rest[..i + ".rd".len()]);
+        let after = &rest[i + AT.len()..];
+        let position = after.split_once(')').and_then(|(inside, tail)| {
+            let (line, column) = inside.split_once(", ")?;
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            (digits(line) && digits(column)).then(|| (format!(":{line}:{column}"), tail))
+        });
+        match position {
+            Some((at, tail)) => {
+                out.push_str(&at);
+                rest = tail;
+            }
+            None => {
+                out.push_str(", (");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The post-apply check: the TAP service says it is available, and a query on each table
@@ -538,4 +584,39 @@ async fn remove(cx: &ApplyContext<'_>, gone: &ResourceRecord) -> Result<(), Dach
         command: "remove".into(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_validation_failure_names_the_file_as_the_repository_has_it() {
+        let staged = DachsError::Failed {
+            command: "dachs val .vespa-stage/comets/q".into(),
+            message: "/var/gavo/inputs/.vespa-stage/comets/q.rd, (35, 89): Element foo not \
+                      allowed here"
+                .into(),
+        };
+        let DachsError::Failed { command, message } =
+            in_repository_terms(staged, Path::new("/var/gavo/inputs"))
+        else {
+            panic!("not a failure any more");
+        };
+        assert_eq!(command, "dachs val .vespa-stage/comets/q");
+        assert_eq!(message, "comets/q.rd:35:89: Element foo not allowed here");
+        // Relative to the inputs directory, and text that only looks like a position.
+        assert_eq!(
+            repository_positions(".vespa-stage/x/q.rd, (1, 2) and y.rd, (a, 2) and z.rd, ("),
+            ".vespa-stage/x/q.rd:1:2 and y.rd, (a, 2) and z.rd, ("
+        );
+        let timeout = DachsError::Timeout {
+            command: "dachs val x".into(),
+            seconds: 5,
+        };
+        assert!(matches!(
+            in_repository_terms(timeout, Path::new("/i")),
+            DachsError::Timeout { .. }
+        ));
+    }
 }

@@ -345,9 +345,25 @@ pub fn judge_val(run: &Run) -> Result<(), String> {
     Err(error_message(run))
 }
 
+/// The most of DaCHS's words a message keeps: whole for what DaCHS says of one failure, bounded
+/// against a command that prints without end.
+pub const MESSAGE_MAX: usize = 2000;
+
 /// DaCHS's own words about a failure: the `*** Error:` lines and `[ERROR]` findings, joined on
-/// one line, or the end of its output when it printed neither.
+/// one line, or the end of its output when it printed neither. A `*** Error:` is DaCHS's last
+/// word, kept whole across the blank lines between its paragraphs ("While parsing source ...,
+/// near start:", then the cause); at most [`MESSAGE_MAX`] characters.
 pub fn error_message(run: &Run) -> String {
+    let message = dachs_words(run);
+    if message.chars().count() <= MESSAGE_MAX {
+        return message;
+    }
+    let mut cut: String = message.chars().take(MESSAGE_MAX - 1).collect();
+    cut.push('…');
+    cut
+}
+
+fn dachs_words(run: &Run) -> String {
     let mut found = Vec::new();
     let text = format!("{}\n{}", run.stdout, run.stderr);
     let mut lines = text.lines().map(str::trim).peekable();
@@ -358,6 +374,7 @@ pub fn error_message(run: &Run) -> String {
             .or_else(|| line.find("[ERROR]").map(|i| &line[i + "[ERROR]".len()..]))
             .or_else(|| line.find("*X*X* ").map(|i| &line[i + "*X*X* ".len()..]));
         let Some(first) = start else { continue };
+        let last_word = line.contains("*** Error:");
         let mut msg = first.trim().to_owned();
         // A failed row is dumped first (`Row` and one `key -> value` line per column); the
         // reason is the paragraph after it.
@@ -371,13 +388,23 @@ pub fn error_message(run: &Run) -> String {
             msg = lines.next().unwrap_or("").to_owned();
         }
         // DaCHS wraps long messages onto indented continuation lines.
+        let ends = |l: &str| {
+            l == "Fail"
+                || l.contains("[ERROR]")
+                || l.contains("*** Error:")
+                || l.starts_with("Hint:")
+        };
         while let Some(next) = lines.peek() {
-            if next.is_empty()
-                || *next == "Fail"
-                || next.contains("[ERROR]")
-                || next.contains("*** Error:")
-                || next.starts_with("Hint:")
-            {
+            if next.is_empty() {
+                // A paragraph break inside the last word goes on; elsewhere it ends the finding.
+                let mut ahead = lines.clone().skip_while(|l| l.is_empty());
+                if !last_word || ahead.next().is_none_or(ends) {
+                    break;
+                }
+                lines.next();
+                continue;
+            }
+            if ends(next) {
                 break;
             }
             msg.push(' ');
@@ -562,6 +589,16 @@ mod tests {
             error_message(&run(1, "", row)),
             "Field fillepn: While executing fillepn in <rowmaker without id>: could not convert string to float: 'notanumber'"
         );
+        // A literal source not there yet: the cause is in the paragraph after the blank line.
+        let literal = "Making data vt_lit/q#import\n*** Error: While parsing source\n/var/gavo/inputs/vt_lit/data/granules.csv, near start:\n\nI/O operation failed ([Errno 2] No such file or directory:\n'/var/gavo/inputs/vt_lit/data/granules.csv')\n\nHint: look at the file\n";
+        assert_eq!(
+            error_message(&run(1, "", literal)),
+            "While parsing source /var/gavo/inputs/vt_lit/data/granules.csv, near start: I/O operation failed ([Errno 2] No such file or directory: '/var/gavo/inputs/vt_lit/data/granules.csv')"
+        );
+        let endless = format!("*** Error: {}\n", "x".repeat(10 * MESSAGE_MAX));
+        let bounded = error_message(&run(1, "", &endless));
+        assert_eq!(bounded.chars().count(), MESSAGE_MAX);
+        assert!(bounded.ends_with('…'));
         let partial = "*X*X* Error while importing source /var/gavo/inputs/epnlab/data/g1.csv; changes from this source will be rolled back, processing will continue. (bad)\n";
         assert!(error_message(&run(101, "", partial)).starts_with("Error while importing source"));
     }
