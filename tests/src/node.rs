@@ -48,18 +48,22 @@ pub fn deb(revision: &str) -> Option<PathBuf> {
         missing("cargo-deb (`cargo install cargo-deb --locked`; the test command installs it)");
         return None;
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // scripts/run-tests.py sets RUSTC_BOOTSTRAP for libtest's --report-time; cargo counts it in
+    // every fingerprint, so the release build the test command made would be made again.
+    let cargo = || {
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.current_dir(root()).env_remove("RUSTC_BOOTSTRAP");
+        c
+    };
     let _one_writer = super::lock::alone("deb");
     BUILT.get_or_init(|| {
-        run(Command::new(&cargo)
-            .current_dir(root())
-            .args(["deb", "-p", "vespa-agent", "--quiet"]));
+        run(cargo().args(["deb", "-p", "vespa-agent", "--quiet"]));
         Some(())
     });
     let out = root().join("target/debian");
     let deb = out.join(format!("vespa-agent_0.1.0-{revision}_amd64.deb"));
     if revision != "1" {
-        run(Command::new(&cargo).current_dir(root()).args([
+        run(cargo().args([
             "deb",
             "-p",
             "vespa-agent",
