@@ -58,10 +58,11 @@ fn passes_killed_at_random_moments_lose_and_corrupt_nothing() {
     let timed_pass = |world: &World, what: &str| {
         let t = Instant::now();
         let out = world.home.output(&["sync"]);
+        let took = t.elapsed();
         assert_eq!(out.code(), 0, "{what}: {out:?}");
         assert_eq!(world.served().unwrap(), world.source.expected(), "{what}");
-        eprintln!("{what} takes {:.1} s", t.elapsed().as_secs_f64());
-        t.elapsed()
+        eprintln!("{what} takes {:.1} s", took.as_secs_f64());
+        took
     };
     let deploy_pass = timed_pass(&world, "a first pass (a deploy and its granules)");
     world.next_granules(&mut seed);
