@@ -16,9 +16,11 @@
 //!   or rebuilt by OpenStack; [`rebuild_policy`]: when the daemon asks for it on its own.
 //! - [`reconcile`]: the loop (triggers, coalescing, heartbeat) and the stages of one pass.
 //! - [`digest`]: what a node serves, as one comparable hash (`status --digest`).
-//! - [`apply`]: a revision into DaCHS: stage, `dachs val` gate, install, import, publish,
-//!   health check, roll back.
+//! - [`apply`]: a revision into DaCHS: stage, `dachs val` gate, install, the resource's
+//!   granules brought, import, publish, health check, roll back.
 //! - [`granules`]: collections listed, diffed, transferred, verified and imported.
+//! - [`files`]: the files the agent puts under DaCHS's inputs directory (listing, hashing,
+//!   durable placing), below both [`apply`] and [`granules`].
 //! - [`dachs`]: the local DaCHS server (`dachs` commands, RDs, TAP queries, gavo.rc).
 //! - [`gitlab`]: commit statuses reported to GitLab.
 //! - [`source`]: the service repository (fetch, verify, revisions).
@@ -39,6 +41,7 @@ pub mod dachs;
 pub mod daemon;
 pub mod digest;
 pub mod exit;
+pub mod files;
 pub mod gitlab;
 pub mod granules;
 pub mod hooks;

@@ -541,22 +541,6 @@ impl StateStore {
         granules(&self.conn, resource, collection).map_err(|e| self.err(e))
     }
 
-    /// Paths (relative to their collection) of the resource's granules an import refused:
-    /// they are on disk, and every import of the resource meets them again.
-    pub fn failed_granules(&self, resource: &str) -> Result<Vec<String>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT path FROM granules
-                 WHERE resource = ?1 AND state = 'failed' AND sha256 != ''",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![resource], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
-    }
-
     pub fn put_granule(&self, g: &GranuleRecord) -> Result<(), StateError> {
         self.put_granules(std::slice::from_ref(g))
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::files::{self, TMP_PREFIX};
+use crate::files::{self, TMP_PREFIX};
 use crate::reconcile::{Trigger, Triggers};
 use crate::runtime::{Runtime, Watched};
 

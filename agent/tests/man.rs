@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::CommandFactory;
 
 /// The pages' date in their title line: the day they were last revised. Change it with them.
-const DATE: &str = "2026-11-30";
+const DATE: &str = "2026-12-05";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -272,7 +272,7 @@ fn deploys_the_example_then_passes_over_it_run_no_dachs_command_and_removal_drop
     let cmds = node.commands();
     for needed in [
         "val .vespa-stage/",
-        "imp vt_deploy/q",
+        "imp -c vt_deploy/q",
         "serve expireRDs vt_deploy/q",
         "pub vt_deploy/q",
     ] {
@@ -533,7 +533,7 @@ fn a_new_column_is_a_structural_change_done_as_drop_import_publish() {
     let pos = |c: &str| cmds.iter().position(|x| x == c);
     let (d, i, p) = (
         pos("drop vt_structure/q"),
-        pos("imp vt_structure/q"),
+        pos("imp -c vt_structure/q"),
         pos("pub vt_structure/q"),
     );
     assert!(d.is_some() && d < i && i < p, "{cmds:#?}");

@@ -101,3 +101,301 @@ fn a_collection_in_nested_folders_converges_in_its_first_pass_on_a_fresh_node() 
     }
     remove_resource(NAME);
 }
+
+/// The example's RD under `name`, its import reading exactly one file, `data/<file>`, as many
+/// providers' RDs name their input: full (`<sources>` with the file's name, no `updating`, no
+/// prune step) or incremental (the example's updating data, its pattern naming one file).
+fn literal_rd(name: &str, file: &str, full: bool) -> String {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/service/epnlab/q.rd");
+    let rd = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("epnlab", name);
+    if !full {
+        return rd.replace(
+            r#"<sources pattern="data/*.csv">"#,
+            &format!(r#"<sources pattern="data/{file}">"#),
+        );
+    }
+    let prune = rd.find("  <!-- 1) prune").unwrap();
+    let import = rd.find("  <!-- 2) import").unwrap();
+    let rd = format!("{}{}", &rd[..prune], &rd[import..]);
+    let sources = rd.find(r#"<sources pattern="data/*.csv">"#).unwrap();
+    let end = rd[sources..].find("</sources>").unwrap() + sources + "</sources>".len();
+    format!(
+        "{}<sources>data/{file}</sources>{}",
+        &rd[..sources],
+        &rd[end..]
+    )
+    .replace(
+        r#"<data id="import" updating="True">"#,
+        r#"<data id="import">"#,
+    )
+}
+
+/// The rows DaCHS should serve for these files of the churn's CSV shape, all at version 0.
+fn rows_of(files: &[u32]) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for f in files {
+        for r in 0..ROWS_PER_FILE {
+            m.insert(format!("c{f:04}r{r}"), "v0".to_owned());
+        }
+    }
+    m
+}
+
+fn collection(source: &Path, include: &str) -> String {
+    format!(
+        "[[resource.collection]]\nname = \"granules\"\nsource = \"{}\"\ninclude = [\"{include}\"]\n",
+        source.display()
+    )
+}
+
+/// An RD that names its one input file literally deploys on a node where nothing exists yet, in
+/// its first pass, full and incremental; and an RD change that names a file the same commit
+/// brings deploys too. (Before the fix, the deploy ran `dachs imp` before the collection had
+/// brought the file: "I/O operation failed ([Errno 2] No such file or directory", refused, for
+/// ever.)
+#[test]
+fn an_rd_naming_its_source_literally_deploys_on_a_fresh_node_and_on_a_change() {
+    if !require_dachs() {
+        return;
+    }
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("granules.csv"), csv(0, 0)).unwrap();
+    std::fs::write(source.path().join("extra.csv"), csv(1, 0)).unwrap();
+    for (name, full) in [("vt_litfull", true), ("vt_litinc", false)] {
+        remove_resource(name);
+        let (repo, home) = LocalRepo::example_as(name);
+        let service = |file: &str| {
+            format!(
+                "[[resource]]\ndir = \"{name}\"\n{}",
+                collection(source.path(), file)
+            )
+        };
+        repo.write(
+            &format!("{name}/q.rd"),
+            &literal_rd(name, "granules.csv", full),
+        );
+        repo.write("vespa-service.toml", &service("granules.csv"));
+        repo.commit("an RD that names its input file");
+        let out = home.output(&["sync"]);
+        assert_eq!(out.code(), 0, "{name}: the first deploy failed: {out:?}");
+        assert_eq!(served(name), Ok(rows_of(&[0])), "{name}: first deploy");
+
+        // One commit: the RD reads another file, and the collection brings it.
+        repo.write(
+            &format!("{name}/q.rd"),
+            &literal_rd(name, "extra.csv", full),
+        );
+        repo.write("vespa-service.toml", &service("extra.csv"));
+        repo.commit("the RD reads another file");
+        let out = home.output(&["sync"]);
+        assert_eq!(out.code(), 0, "{name}: the RD change failed: {out:?}");
+        assert_eq!(served(name), Ok(rows_of(&[1])), "{name}: after the change");
+        let plan = home.output(&["plan"]);
+        assert_eq!(plan.code(), 0, "{name}: not converged: {plan:?}");
+        remove_resource(name);
+    }
+}
+
+/// A commit under which no granule file of a resource imports (its own Python fails, or every
+/// row misses a column) is refused and rolled back like any apply failure, with DaCHS's words
+/// in `sync` and `status`: on a fresh node nothing is deployed, on a serving one the previous
+/// revision keeps serving every row. Files that imported before and fail under the new RD (a
+/// full import reads them all again) refuse the commit too.
+#[test]
+fn an_rd_under_which_no_granule_imports_is_a_broken_commit() {
+    if !require_dachs() {
+        return;
+    }
+    const NAME: &str = "vt_broken";
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("granules.csv"), csv(0, 0)).unwrap();
+    std::fs::write(source.path().join("extra.csv"), csv(1, 0)).unwrap();
+    // A full import of every file (`<sources>`'s text is a literal name, a pattern its attribute).
+    let good = literal_rd(NAME, "*.csv", true).replace(
+        "<sources>data/*.csv</sources>",
+        r#"<sources pattern="data/*.csv"/>"#,
+    );
+    // Written for Python 2: DaCHS fails the whole import at the script.
+    let python2 = good.replace(
+        "table.deleteMatching(",
+        "print \"replacing\"\n        table.deleteMatching(",
+    );
+    // Every row misses a column: DaCHS skips every file (`imp -c`).
+    let no_column = good.replace("@obs_id", "@no_such_column");
+    assert!(python2 != good && no_column != good);
+    let refused = |home: &Home, words: &[&str], what: &str| {
+        let out = home.output(&["sync"]);
+        assert_ne!(out.code(), 0, "{what}: applied: {out:?}");
+        let status = home.output(&["status"]);
+        for w in words {
+            assert!(
+                out.stderr.contains(w),
+                "{what}: sync does not say `{w}`: {out:?}"
+            );
+            assert!(
+                status.stdout.contains(w),
+                "{what}: status does not say `{w}`: {status:?}"
+            );
+        }
+    };
+    let fresh_node = || {
+        remove_resource(NAME);
+        let (repo, home) = LocalRepo::example_as(NAME);
+        repo.write(
+            "vespa-service.toml",
+            &format!(
+                "[[resource]]\ndir = \"{NAME}\"\n{}",
+                collection(source.path(), "*.csv")
+            ),
+        );
+        (repo, home)
+    };
+
+    // Fresh nodes: nothing deployed, nothing served, no revision applied.
+    for (rd, words, what) in [
+        (
+            &python2,
+            &["Missing parentheses"][..],
+            "Python 2 on a fresh node",
+        ),
+        (
+            &no_column,
+            &["no granule file", "no_such_column"][..],
+            "a column missing on a fresh node",
+        ),
+    ] {
+        let (repo, home) = fresh_node();
+        repo.write(&format!("{NAME}/q.rd"), rd);
+        repo.commit(what);
+        refused(&home, words, what);
+        assert!(
+            served(NAME).is_err(),
+            "{what}: the refused resource is served"
+        );
+        assert_eq!(current(&home), None, "{what}: a revision was applied");
+        assert!(
+            !Path::new("/var/gavo/inputs")
+                .join(NAME)
+                .join("q.rd")
+                .exists(),
+            "{what}: the refused RD is left in place"
+        );
+    }
+
+    // A serving node: the previous revision keeps serving every row.
+    let (repo, home) = fresh_node();
+    repo.write(&format!("{NAME}/q.rd"), &good);
+    repo.commit("a good RD");
+    let out = home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "the good RD: {out:?}");
+    assert_eq!(served(NAME), Ok(rows_of(&[0, 1])));
+    let applied = current(&home);
+    for (rd, words, what) in [
+        (
+            &python2,
+            &["Missing parentheses"][..],
+            "Python 2 on a serving node",
+        ),
+        (
+            &no_column,
+            &["imported under the previous revision", "no_such_column"][..],
+            "a column missing on a serving node",
+        ),
+    ] {
+        repo.write(&format!("{NAME}/q.rd"), rd);
+        repo.commit(what);
+        refused(&home, words, what);
+        assert_eq!(served(NAME), Ok(rows_of(&[0, 1])), "{what}: rows lost");
+        assert_eq!(current(&home), applied, "{what}: the revision moved");
+    }
+    remove_resource(NAME);
+}
+
+/// A repository holding the services of several nodes in folders, as VESPA's GitLab groups
+/// them by institute and server: with `source.path` only that folder is the node's service; a
+/// commit that changes only another node's folder applies nothing and runs no `dachs` command;
+/// the folder may not be left by a symlink, nor be one.
+#[test]
+fn a_service_folder_inside_a_larger_repository() {
+    if !require_dachs() {
+        return;
+    }
+    const NAME: &str = "vt_folder";
+    remove_resource(NAME);
+    let (repo, home) = LocalRepo::example_as(NAME);
+    let service = std::fs::read_to_string(repo.path().join("vespa-service.toml")).unwrap();
+    let rd = std::fs::read_to_string(repo.path().join(NAME).join("q.rd")).unwrap();
+    repo.run(&["rm", "-rq", "."]);
+    let mine = "paris/dachs-1";
+    repo.write(&format!("{mine}/vespa-service.toml"), &service);
+    repo.write(&format!("{mine}/{NAME}/q.rd"), &rd);
+    // Another node's service, broken as far as this node is concerned: never read here.
+    repo.write("graz/dachs-2/vespa-service.toml", "this is not TOML [");
+    repo.write("README.md", "the services of every node, one folder each\n");
+    repo.commit("the services of two nodes");
+    let (wrapper, log) = dachs_wrapper(&home);
+    home.write(
+        "etc/agent.d/20-source.toml",
+        &format!(
+            "[source]\nurl = \"{}\"\npath = \"{mine}\"\n[dachs]\nbin = \"{}\"\n",
+            repo.path().display(),
+            wrapper.display()
+        ),
+    );
+    let out = home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "the folder's service: {out:?}");
+    assert!(
+        served(NAME).is_ok_and(|rows| !rows.is_empty()),
+        "DaCHS does not serve the folder's resource"
+    );
+    let commands = lines(&log).len();
+    assert!(commands > 0, "no dachs command ran for the first deploy");
+
+    // Another node's folder changes: this node applies nothing.
+    repo.write("graz/dachs-2/vespa-service.toml", "still not TOML [[");
+    let other = repo.commit("another node's change");
+    let out = home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "another folder's commit: {out:?}");
+    assert_eq!(
+        lines(&log)[commands..],
+        [] as [String; 0],
+        "a commit outside the folder ran dachs"
+    );
+    assert!(
+        current(&home).is_some_and(|c| c.ends_with(&other)),
+        "the node does not follow the commit"
+    );
+
+    // A symlink out of the folder (inside the repository) is refused, and so is a folder that
+    // is a symlink; the last good revision keeps serving.
+    std::os::unix::fs::symlink(
+        "../../../README.md",
+        repo.path().join(mine).join(NAME).join("notes"),
+    )
+    .unwrap();
+    repo.commit("a symlink out of the folder");
+    let out = home.output(&["sync"]);
+    assert_ne!(
+        out.code(),
+        0,
+        "a symlink out of the folder was accepted: {out:?}"
+    );
+    assert!(out.stderr.contains("notes"), "{out:?}");
+    assert!(current(&home).is_some_and(|c| c.ends_with(&other)));
+    std::fs::remove_file(repo.path().join(mine).join(NAME).join("notes")).unwrap();
+    repo.run(&["add", "-A"]);
+    repo.run(&["mv", "paris", "lyon"]);
+    std::os::unix::fs::symlink("lyon", repo.path().join("paris")).unwrap();
+    repo.commit("the folder became a symlink");
+    let out = home.output(&["sync"]);
+    assert_ne!(
+        out.code(),
+        0,
+        "a folder that is a symlink was followed: {out:?}"
+    );
+    assert!(out.stderr.contains("symlink"), "{out:?}");
+    assert!(served(NAME).is_ok_and(|rows| !rows.is_empty()));
+    remove_resource(NAME);
+}

@@ -8,11 +8,15 @@
 //! this resource back, and every resource already changed in this pass, to the files of the
 //! revision they came from, re-importing where the failed attempt had touched tables.
 //!
+//! A resource with granule collections has them brought into its data directory before its
+//! import (see [`intake`]): the RD may name them literally, and their import decides whether
+//! the commit is good.
+//!
 //! Why the gate comes first: DaCHS keeps serving the last good RD when the file on disk turns
 //! broken, but a reload, restart or `expireRDs` with a broken RD takes its tables down. The
 //! agent only ever expires an RD that passed `dachs val`.
 
-pub mod files;
+pub mod intake;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -23,10 +27,10 @@ use std::time::Duration;
 use crate::dachs::cli::{Dachs, DachsError};
 use crate::dachs::rd;
 use crate::dachs::tap::TapClient;
+use crate::files::{self, Owner};
 use crate::runtime::Runtime;
 use crate::service::{Resource, Service};
 use crate::state::{ResourceRecord, StateStore};
-use files::Owner;
 
 /// Where resources are staged for validation, inside DaCHS's inputs directory.
 pub const STAGE_DIR: &str = ".vespa-stage";
@@ -76,6 +80,8 @@ pub struct Report {
     pub removed: Vec<String>,
     pub dachs_commands: u64,
     pub dachs_time: Duration,
+    /// What the deploys' granule transfers and imports did, for the metrics.
+    pub granules: crate::granules::stage::Report,
 }
 
 pub struct ApplyContext<'a> {
@@ -90,6 +96,8 @@ pub struct ApplyContext<'a> {
     pub runtime: &'a Runtime,
     /// `dachs.drift = "revert"`.
     pub revert_drift: bool,
+    /// How a deploy brings the resource's collections before its import.
+    pub granules: &'a crate::config::GranuleSettings,
 }
 
 fn store<T>(
@@ -274,7 +282,7 @@ pub async fn apply(
         cx.runtime
             .set_activity(format!("deploying resource {}", change.res.dir));
         let mut progress = Progress::default();
-        match deploy(cx, root, &change, &mut progress).await {
+        match deploy(cx, root, &change, &mut progress, &mut report.granules).await {
             Ok(()) => {
                 store(cx.store, |s| s.put_resource(&change.record))?;
                 report.deployed.push(change.res.dir.clone());
@@ -331,6 +339,7 @@ fn step_kind(step: &'static str, e: &DachsError) -> &'static str {
         ("validate", _) => "invalid_rd",
         ("import", _) => "import_failed",
         ("health", _) => "health_failed",
+        ("granules", _) => "granules_unavailable",
         _ => "dachs_failed",
     }
 }
@@ -352,6 +361,7 @@ async fn deploy(
     root: &Path,
     change: &Change<'_>,
     progress: &mut Progress,
+    granules: &mut crate::granules::stage::Report,
 ) -> StepResult {
     let res = change.res;
     let owner = Owner::of(&cx.dachs.user);
@@ -389,6 +399,10 @@ async fn deploy(
     progress.placed = true;
     files::install(&src, &change.files, &on_disk, &target, &rd_file(res), owner)
         .map_err(|e| local_step("install", e))?;
+    let sha = &change.record.sha;
+    let brought = intake::bring(cx, res, sha, granules)
+        .await
+        .map_err(|m| local_step("granules", m))?;
 
     let rd = res.rd_id();
     if structural {
@@ -397,7 +411,24 @@ async fn deploy(
         cx.dachs.drop_rd(&rd).await.map_err(|e| ("import", e))?;
     }
     progress.imported = true;
-    import(cx, &res.dir, &rd).await.map_err(|e| ("import", e))?;
+    let skipped = match import(cx, res, &rd).await {
+        Ok(s) => s,
+        // The files the import wanted may be the ones that could not come: not the commit's
+        // fault until they can.
+        Err(e) => {
+            return Err(match brought.unavailable {
+                Some(why) => local_step(
+                    "granules",
+                    format!(
+                        "its collections could not be brought ({why}), and the import without \
+                         them failed: {}",
+                        e.message()
+                    ),
+                ),
+                None => ("import", e),
+            });
+        }
+    };
     cx.dachs.expire(&rd).await.map_err(|e| ("expire", e))?;
     if res.publish {
         cx.dachs.publish(&rd).await.map_err(|e| ("publish", e))?;
@@ -406,7 +437,8 @@ async fn deploy(
     }
     health(cx, &change.record.tables)
         .await
-        .map_err(|m| local_step("health", m))
+        .map_err(|m| local_step("health", m))?;
+    intake::settle(cx, res, sha, &skipped, granules).map_err(|m| local_step("granules", m))
 }
 
 /// A `dachs val` failure as the provider knows the files: `<dir>/q.rd:35:89` in the repository,
@@ -472,51 +504,29 @@ pub async fn health(cx: &ApplyContext<'_>, tables: &[String]) -> Result<(), Stri
     Ok(())
 }
 
-/// `dachs imp` of a deployed resource. Granule files an earlier import refused are still in
-/// its data directory and would fail this import too: with such files present the import
-/// skips bad sources (`-c`) and succeeds when the files it skipped are exactly among those.
-/// Any other file skipped means the new RD broke it, and the deploy fails.
-async fn import(cx: &ApplyContext<'_>, dir: &str, rd: &str) -> Result<(), DachsError> {
-    let known_bad: Vec<String> =
-        store(cx.store, |s| s.failed_granules(dir)).map_err(|e| DachsError::Failed {
-            command: "import".into(),
-            message: e.to_string(),
-        })?;
-    if known_bad.is_empty() {
-        return cx.dachs.import(rd).await;
+/// `dachs imp` of a deployed resource; what it skipped of the granule files (path, reason).
+/// With granule collections the import goes on past bad files (`-c`) and [`intake::judge`]
+/// decides whether what it skipped makes the commit a broken one; without, any failure is.
+async fn import(
+    cx: &ApplyContext<'_>,
+    res: &Resource,
+    rd: &str,
+) -> Result<Vec<(String, String)>, DachsError> {
+    if res.collections.is_empty() {
+        return cx.dachs.import(rd).await.map(|()| Vec::new());
     }
-    let root = cx.inputs.join(dir);
+    let failed = |message: String| DachsError::Failed {
+        command: format!("dachs imp -c {rd}"),
+        message,
+    };
+    let records = intake::records(cx, res).map_err(failed)?;
     let skipped = cx.dachs.import_continuing(rd).await?;
-    let unexpected: Vec<&(String, String)> = skipped
-        .iter()
-        .filter(|(path, _)| {
-            let rel = Path::new(path)
-                .strip_prefix(&root)
-                .map(|r| r.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            !known_bad
-                .iter()
-                .any(|g| rel == *g || rel.ends_with(&format!("/{g}")))
-        })
-        .collect();
-    match unexpected.first() {
-        None => {
-            if !skipped.is_empty() {
-                tracing::info!(resource = %dir, skipped = skipped.len(), "the import skipped granule files refused before; they stay failed");
-            }
-            Ok(())
-        }
-        Some((path, why)) => Err(DachsError::Failed {
-            command: format!("dachs imp -c {rd}"),
-            message: format!(
-                "{path}: {why}{}",
-                match unexpected.len() {
-                    1 => String::new(),
-                    n => format!(" (and {} more files)", n - 1),
-                }
-            ),
-        }),
+    intake::judge(&cx.inputs.join(&res.dir), res, &records, &skipped).map_err(failed)?;
+    let known = skipped.len();
+    if known > 0 {
+        tracing::info!(resource = %res.dir, skipped = known, "the import skipped granule files; they stay failed, the others are in");
     }
+    Ok(skipped)
 }
 
 /// Puts back the files of the revision the resource was deployed from (or removes a resource
@@ -564,9 +574,7 @@ async fn rollback(cx: &ApplyContext<'_>, change: &Change<'_>, p: &Progress) -> R
         dachs.drop_rd(&old.rd_id).await.map_err(fail)?;
     }
     if p.imported {
-        import(cx, &change.res.dir, &old.rd_id)
-            .await
-            .map_err(fail)?;
+        import(cx, change.res, &old.rd_id).await.map_err(fail)?;
     }
     dachs.expire(&old.rd_id).await.map_err(fail)?;
     if old.published && (p.dropped || !change.res.publish) {

@@ -51,6 +51,7 @@ pub async fn import_once(
         inputs: &settings.dachs.inputs_dir,
         settings: &settings.granules,
         sha: &applied,
+        deployed: &[],
     }
     .run(&service)
     .await;

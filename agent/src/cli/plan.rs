@@ -58,7 +58,7 @@ fn preview(
             .with_context(|| format!("commit {sha} would be rejected at verify"))?;
     }
     let revisions = Revisions::new(scratch);
-    let staged = revisions.stage(&repo, &sha)?;
+    let staged = revisions.stage(&repo, &sha, &settings.source.path)?;
     let root = staged.accept()?;
     Ok(Next {
         fresh: applied != Some(sha.as_str()),

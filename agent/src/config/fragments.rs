@@ -147,6 +147,7 @@ pub struct SourceFragment {
     pub webhook_secret_file: Option<Value>,
     pub ca_file: Option<Value>,
     pub keep_revisions: Option<Value>,
+    pub path: Option<Value>,
     pub verify: Option<Value>,
     pub allowed_signers_file: Option<Value>,
     pub keyring_file: Option<Value>,

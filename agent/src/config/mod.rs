@@ -209,6 +209,12 @@ pub const KEYS: &[KeySpec] = &[
         help: "PEM bundle of the CAs to trust for an https:// repository (unset: the system's)",
     },
     KeySpec {
+        key: "source.path",
+        default: None,
+        secret: false,
+        help: "the repository folder holding vespa-service.toml (unset: the repository's root)",
+    },
+    KeySpec {
         key: "source.keep-revisions",
         default: Some("5"),
         secret: false,
@@ -495,6 +501,9 @@ pub struct SourceSettings {
     pub ca_file: Option<PathBuf>,
     pub keep_revisions: usize,
     pub verify: Verify,
+    /// The folder of the repository that is the service (`source.path`), `/`-separated;
+    /// empty for the repository's root.
+    pub path: String,
 }
 
 /// Which commits are accepted.
@@ -506,6 +515,25 @@ pub enum Verify {
     Ssh { allowed_signers: PathBuf },
     /// Signed with an OpenPGP key of this keyring.
     OpenPgp { keyring: PathBuf },
+}
+
+/// `source.path`: a folder inside the repository, written as git names it (`a/b`). Leading and
+/// trailing slashes are forgiven; `..`, `.`, `.git` and absolute paths are not.
+fn service_folder(v: &str) -> Result<String, String> {
+    let trimmed = v.trim_matches('/');
+    let parts: Vec<&str> = trimmed.split('/').collect();
+    let bad = parts.iter().find(|p| {
+        p.is_empty()
+            || **p == "."
+            || **p == ".."
+            || p.eq_ignore_ascii_case(".git")
+            || p.contains('\0')
+    });
+    match bad {
+        _ if trimmed.is_empty() => Err("must name a folder of the repository, such as `institute/server`; leave it unset for the root".into()),
+        Some(p) => Err(format!("`{v}` must be a folder inside the repository, `/`-separated, without `{p}`")),
+        None => Ok(trimmed.to_owned()),
+    }
 }
 
 /// Reads, merges and validates the configuration of `layout`. Secret names are looked up in
@@ -647,6 +675,7 @@ fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
         put("source.webhook-secret-file", s.webhook_secret_file);
         put("source.ca-file", s.ca_file);
         put("source.keep-revisions", s.keep_revisions);
+        put("source.path", s.path);
         put("source.verify", s.verify);
         put("source.allowed-signers-file", s.allowed_signers_file);
         put("source.keyring-file", s.keyring_file);
@@ -1094,6 +1123,9 @@ impl Settings {
                 _ => Err(format!("`{v}` must be a whole number from 1 to 100")),
             })?,
             verify,
+            path: c
+                .optional("source.path", service_folder)?
+                .unwrap_or_default(),
         };
         let gitlab = match c.parse("gitlab.report", boolean)? {
             false => None,

@@ -487,3 +487,29 @@ fn rebuild_policy_is_off_by_default_and_checked_where_written() {
     assert_eq!(r.unhealthy_for, std::time::Duration::from_secs(600));
     assert!(r.dry_run);
 }
+
+#[test]
+fn the_service_folder_stays_inside_the_repository() {
+    for (written, read) in [
+        ("paris/dachs-1", "paris/dachs-1"),
+        ("/paris/dachs-1/", "paris/dachs-1"),
+    ] {
+        let d = Dir::new();
+        d.write(
+            "etc/agent.toml",
+            &format!("[source]\npath = \"{written}\"\n"),
+        );
+        assert_eq!(d.load().unwrap().source.path, read, "{written}");
+    }
+    let d = Dir::new();
+    assert_eq!(d.load().unwrap().source.path, "", "the root unless set");
+    for bad in ["../other", "a/../../b", "a//b", "./a", "a/.git", "/", ""] {
+        let d = Dir::new();
+        let f = d.write("etc/agent.toml", &format!("[source]\npath = \"{bad}\"\n"));
+        let e = d.error();
+        assert!(
+            e.starts_with(&format!("{}:2:", f.display())) && e.contains("source.path"),
+            "{bad}: {e}"
+        );
+    }
+}

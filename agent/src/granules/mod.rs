@@ -20,7 +20,7 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::apply::files::{self, Owner, TMP_PREFIX};
+use crate::files::{self, Owner, TMP_PREFIX};
 use crate::service::Collection;
 use crate::state::{GranuleRecord, now_ms};
 

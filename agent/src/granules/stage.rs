@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{GranuleError, Job};
-use crate::apply::files::Owner;
 use crate::config::{GranuleSettings, SecretFile};
 use crate::dachs::cli::Dachs;
+use crate::files::Owner;
 use crate::runtime::Runtime;
 use crate::service::{Collection, Resource, Service};
 use crate::state::{GranuleRecord, StateStore};
@@ -130,6 +130,8 @@ pub struct Stage<'a> {
     pub settings: &'a GranuleSettings,
     /// The applied revision the records name.
     pub sha: &'a str,
+    /// Resources whose collections this pass already brought and imported at their deploy.
+    pub deployed: &'a [String],
 }
 
 impl Stage<'_> {
@@ -138,18 +140,13 @@ impl Stage<'_> {
         for res in service
             .resources
             .iter()
-            .filter(|r| !r.collections.is_empty())
+            .filter(|r| !r.collections.is_empty() && !self.deployed.contains(&r.dir))
         {
             let resource_dir = self.inputs.join(&res.dir);
             if !resource_dir.is_dir() {
                 continue;
             }
-            let mut changed = false;
-            for c in &res.collections {
-                changed |= self
-                    .sync_collection(res, c, &resource_dir, &mut report)
-                    .await?;
-            }
+            let changed = self.bring(res, &resource_dir, &mut report).await?;
             let Some(pending) = self.files_to_import(res, &resource_dir, changed)? else {
                 continue;
             };
@@ -157,6 +154,22 @@ impl Stage<'_> {
                 .await?;
         }
         Ok(report)
+    }
+
+    /// Every collection of the resource brought in step with its source; `Ok(true)` when files
+    /// came or went. Also called by a deploy before its import: an RD may name its granule
+    /// files literally, and an import must not run before the files it reads are there.
+    pub async fn bring(
+        &self,
+        res: &Resource,
+        resource_dir: &Path,
+        report: &mut Report,
+    ) -> Result<bool, GranuleError> {
+        let mut changed = false;
+        for c in &res.collections {
+            changed |= self.sync_collection(res, c, resource_dir, report).await?;
+        }
+        Ok(changed)
     }
 
     /// One collection brought in step with its source and the result recorded. `Ok(true)` when
@@ -293,17 +306,7 @@ impl Stage<'_> {
         resource_dir: &Path,
         changed: bool,
     ) -> Result<Option<Vec<GranuleRecord>>, GranuleError> {
-        let mut pending: Vec<GranuleRecord> = Vec::new();
-        let mut on_disk: Vec<GranuleRecord> = Vec::new();
-        for c in &res.collections {
-            for g in store(self.store, |s| s.granules(&res.dir, &c.name))? {
-                if g.state == "pending" {
-                    pending.push(g);
-                } else if !g.sha256.is_empty() {
-                    on_disk.push(g);
-                }
-            }
-        }
+        let (mut pending, mut on_disk) = self.records(res)?;
         if !changed && pending.is_empty() {
             return Ok(None);
         }
@@ -325,13 +328,33 @@ impl Stage<'_> {
         Ok(Some(pending))
     }
 
+    /// The resource's granule records: those waiting for an import, and those on disk already
+    /// (imported, or refused by an import: they have a checksum).
+    pub fn records(
+        &self,
+        res: &Resource,
+    ) -> Result<(Vec<GranuleRecord>, Vec<GranuleRecord>), GranuleError> {
+        let mut pending: Vec<GranuleRecord> = Vec::new();
+        let mut on_disk: Vec<GranuleRecord> = Vec::new();
+        for c in &res.collections {
+            for g in store(self.store, |s| s.granules(&res.dir, &c.name))? {
+                if g.state == "pending" {
+                    pending.push(g);
+                } else if !g.sha256.is_empty() {
+                    on_disk.push(g);
+                }
+            }
+        }
+        Ok((pending, on_disk))
+    }
+
     /// One `dachs imp -c` of the resource, then each file's outcome recorded. A failed import
     /// leaves its files pending, so the next pass imports them again.
     async fn import(
         &self,
         res: &Resource,
         resource_dir: &Path,
-        mut pending: Vec<GranuleRecord>,
+        pending: Vec<GranuleRecord>,
         report: &mut Report,
     ) -> Result<(), GranuleError> {
         if let Some(w) = self.watcher {
@@ -340,16 +363,28 @@ impl Stage<'_> {
         let started = std::time::Instant::now();
         let skipped = self.dachs.import_continuing(&res.rd_id()).await;
         report.import_seconds.push(started.elapsed().as_secs_f64());
-        let skipped = match skipped {
-            Ok(s) => s,
+        match skipped {
+            Ok(skipped) => self.settle(res, resource_dir, pending, &skipped, report),
             Err(e) => {
                 *report.failed.entry("import_failed").or_default() += 1;
                 report
                     .failures
                     .push((res.dir.clone(), GranuleError::Import(e.message())));
-                return Ok(());
+                Ok(())
             }
-        };
+        }
+    }
+
+    /// Records what an import that read `pending` did with each file: refused if DaCHS skipped
+    /// it (`skipped`: path, reason), imported otherwise.
+    pub fn settle(
+        &self,
+        res: &Resource,
+        resource_dir: &Path,
+        mut pending: Vec<GranuleRecord>,
+        skipped: &[(String, String)],
+        report: &mut Report,
+    ) -> Result<(), GranuleError> {
         for g in &mut pending {
             let c = res.collections.iter().find(|c| c.name == g.collection);
             let abs = c.map(|c| resource_dir.join(&c.target).join(&g.path));

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::{Entry, GranuleError, Source};
-use crate::apply::files::{self, Owner, TMP_PREFIX};
 use crate::config::GranuleSettings;
+use crate::files::{self, Owner, TMP_PREFIX};
 
 /// How hard a transfer tries, and what it may take.
 #[derive(Clone, Debug)]

@@ -153,6 +153,7 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
         gavo_rc: &dachs_settings.gavo_rc,
         restart: &dachs_settings.restart,
         revert_drift: dachs_settings.revert_drift,
+        granules: &cx.settings.granules,
         state_dir: &cx.settings.state_dir,
         store: cx.store,
         runtime: cx.runtime,
@@ -162,8 +163,9 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
         cx.report(&t.sha, State::Running, "being applied to DaCHS")
             .await;
     }
-    match apply::apply(&acx, &t.sha, &root, &service).await {
+    let brought = match apply::apply(&acx, &t.sha, &root, &service).await {
         Ok(report) => {
+            count_granules(cx.metrics, &report.granules);
             cx.metrics
                 .drift_detected
                 .inc_by(report.drifted.len() as u64);
@@ -204,9 +206,19 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
                     "revision applied to DaCHS"
                 );
             }
+            Brought {
+                resources: report.deployed,
+                failures: report.granules.failures,
+            }
         }
         Err(e) => {
             let message = e.to_string();
+            // A collection that cannot be brought while the import needs it is the source's
+            // fault, not the commit's: retried with backoff, the commit is not refused.
+            if e.kind() == "granules_unavailable" {
+                tracing::warn!(commit = %t.sha, error = %message, "granules could not be brought for the import; the commit is tried again at the next pass");
+                return Err(fail(e.kind(), message));
+            }
             // A DaCHS (or PostgreSQL) that stopped answering is the node's fault, not the
             // commit's: the pass fails and is retried with backoff, the commit is not refused.
             let down = !tap.answers_adql().await;
@@ -240,13 +252,21 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
             }
             return Err(fail(e.kind(), message));
         }
-    }
+    };
     if t.fresh {
         publish(cx, &t.sha, t.resources).map_err(|m| fail("local", m))?;
     }
     cx.report(&t.sha, State::Success, "applied: DaCHS serves it")
         .await;
-    granules(cx, &t.sha, &service).await
+    granules(cx, &t.sha, &service, brought).await
+}
+
+/// The granules the apply brought for the resources it deployed: the granule stage leaves those
+/// resources alone in the same pass, and reports what failed of them.
+#[derive(Default)]
+struct Brought {
+    resources: Vec<String>,
+    failures: Vec<(String, crate::granules::GranuleError)>,
 }
 
 /// [`granules`] for a revision whose service description is not loaded yet.
@@ -257,7 +277,7 @@ async fn granules_of_revision(cx: &PassContext<'_>, sha: &str) -> Result<(), Sta
         kind: "local",
         message: e.to_string(),
     })?;
-    granules(cx, sha, &service).await
+    granules(cx, sha, &service, Brought::default()).await
 }
 
 /// Brings every collection of the applied revision in step and imports what changed. A
@@ -266,6 +286,7 @@ async fn granules(
     cx: &PassContext<'_>,
     sha: &str,
     service: &service::Service,
+    brought: Brought,
 ) -> Result<(), StageFailure> {
     let fail = |kind: &'static str, message: String| StageFailure {
         stage: "granules",
@@ -283,6 +304,7 @@ async fn granules(
         inputs: &d.inputs_dir,
         settings: &cx.settings.granules,
         sha,
+        deployed: &brought.resources,
     }
     .run(service)
     .await;
@@ -292,19 +314,9 @@ async fn granules(
             cx.metrics.granules.with_label_values(&[state]).set(n);
         }
     }
-    let report = result.map_err(|e| fail(e.kind(), e.to_string()))?;
-    let m = cx.metrics;
-    m.granule_bytes.inc_by(report.bytes);
-    m.granule_retries.inc_by(report.retries);
-    for s in &report.transfer_seconds {
-        m.granule_transfer_duration.observe(*s);
-    }
-    for s in &report.import_seconds {
-        m.granule_import_duration.observe(*s);
-    }
-    for (reason, n) in &report.failed {
-        m.granule_failures.with_label_values(&[reason]).inc_by(*n);
-    }
+    let mut report = result.map_err(|e| fail(e.kind(), e.to_string()))?;
+    count_granules(cx.metrics, &report);
+    report.failures.splice(0..0, brought.failures);
     if !report.imported.is_empty() {
         tracing::info!(
             message_id = journal::IMPORT_FINISHED,
@@ -323,6 +335,21 @@ async fn granules(
     match report.failure() {
         Some(e) => Err(fail(e.kind(), e.to_string())),
         None => Ok(()),
+    }
+}
+
+/// What granule transfers and imports did, into the metrics' counters.
+fn count_granules(m: &Metrics, report: &crate::granules::stage::Report) {
+    m.granule_bytes.inc_by(report.bytes);
+    m.granule_retries.inc_by(report.retries);
+    for s in &report.transfer_seconds {
+        m.granule_transfer_duration.observe(*s);
+    }
+    for s in &report.import_seconds {
+        m.granule_import_duration.observe(*s);
+    }
+    for (reason, n) in &report.failed {
+        m.granule_failures.with_label_values(&[reason]).inc_by(*n);
     }
 }
 
@@ -375,8 +402,10 @@ fn prepare(job: SourceJob) -> Result<Prepared, SourceError> {
     let fetched = fetch::fetch(&repo, &job.spec).map_err(SourceError::Fetch)?;
     let sha = fetched.sha;
     let revisions = Revisions::new(&job.state_dir);
+    // The same commit under another `source.path` is another service: applied anew.
     if job.applied.as_deref() == Some(sha.as_str())
         && revisions.current().as_deref() == Some(sha.as_str())
+        && revisions.folder(&sha).as_deref() == Some(job.source.path.as_str())
     {
         return Ok(Prepared::Unchanged { sha });
     }
@@ -405,10 +434,12 @@ fn prepare(job: SourceJob) -> Result<Prepared, SourceError> {
         policy => verify::check(&repo, &sha, job.applied.as_deref(), policy)
             .map_err(|e| commit_err("verify", e.kind(), e.to_string()))?,
     }
-    let staged = revisions.stage(&repo, &sha).map_err(|e| match e {
-        RevisionError::Io { .. } => SourceError::Local(e.to_string()),
-        e => commit_err("materialize", "bad_tree", e.to_string()),
-    })?;
+    let staged = revisions
+        .stage(&repo, &sha, &job.source.path)
+        .map_err(|e| match e {
+            RevisionError::Io { .. } => SourceError::Local(e.to_string()),
+            e => commit_err("materialize", "bad_tree", e.to_string()),
+        })?;
     let service = service::load(staged.path())
         .map_err(|e| commit_err("validate", "bad_service", e.to_string()))?;
     staged

@@ -6,6 +6,10 @@
 //! A revision is written from the commit's tree, not with a checkout: every entry is checked as
 //! it is written, so a symlink that leaves the revision, a submodule, or a name like `..` or
 //! `.git` rejects the commit before anything becomes visible.
+//!
+//! With `source.path`, a revision is that folder of the commit only: nothing outside it is
+//! written or checked, and a symlink in it may not leave it. The folder is named in a marker
+//! file at the revision's root, so that a revision written for another folder is written anew.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -16,7 +20,10 @@ use git2::{ObjectType, Oid, Repository, Tree};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RevisionError {
-    #[error("commit {sha}: `{path}` is a symlink to `{target}`, which leaves the repository")]
+    #[error(
+        "commit {sha}: `{path}` is a symlink to `{target}`, which leaves the repository (or the \
+         folder source.path names)"
+    )]
     SymlinkEscapes {
         sha: String,
         path: String,
@@ -28,6 +35,15 @@ pub enum RevisionError {
     BadName { sha: String, path: String },
     #[error("commit {sha}: {reason}")]
     Git { sha: String, reason: String },
+    #[error(
+        "commit {sha} has no folder `{path}` (source.path){}",
+        if *.is_link { ": it is a symlink; source.path must name a folder of the commit itself" } else { "" }
+    )]
+    NoFolder {
+        sha: String,
+        path: String,
+        is_link: bool,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -47,6 +63,8 @@ pub struct Revisions {
 }
 
 pub const CURRENT: &str = "current";
+/// At the root of a revision written for `source.path`: the folder's path.
+pub const PATH_MARKER: &str = ".vespa-source-path";
 const TMP_PREFIX: &str = ".tmp-";
 
 fn fsync_dir(path: &Path) -> Result<(), RevisionError> {
@@ -76,10 +94,21 @@ impl Revisions {
         Some(target.file_name()?.to_string_lossy().into_owned())
     }
 
-    /// Writes the commit's tree to a temporary directory beside the revisions. The caller
-    /// validates it there and then [`Staged::accept`]s it; a staged tree that is dropped instead
-    /// is removed, so a rejected commit never appears under `revisions/`.
-    pub fn stage(&self, repo: &Repository, sha: &str) -> Result<Staged, RevisionError> {
+    /// The folder (`source.path`, empty for the root) the revision of `sha` was written from,
+    /// if it is on disk.
+    pub fn folder(&self, sha: &str) -> Option<String> {
+        let dir = self.dir(sha);
+        match fs::read_to_string(dir.join(PATH_MARKER)) {
+            Ok(p) => Some(p),
+            Err(_) => dir.is_dir().then(String::new),
+        }
+    }
+
+    /// Writes the commit's tree (its folder `path`, or all of it when `path` is empty) to a
+    /// temporary directory beside the revisions. The caller validates it there and then
+    /// [`Staged::accept`]s it; a staged tree that is dropped instead is removed, so a rejected
+    /// commit never appears under `revisions/`.
+    pub fn stage(&self, repo: &Repository, sha: &str, path: &str) -> Result<Staged, RevisionError> {
         let git = |e: git2::Error| RevisionError::Git {
             sha: sha.to_owned(),
             reason: e.message().to_owned(),
@@ -87,7 +116,7 @@ impl Revisions {
         let dest = self.dir(sha);
         let root = self.root();
         fs::create_dir_all(&root).map_err(io(&root))?;
-        if dest.is_dir() {
+        if self.folder(sha).as_deref() == Some(path) {
             return Ok(Staged {
                 tmp: None,
                 dest,
@@ -105,8 +134,29 @@ impl Revisions {
             root,
         };
         let oid = Oid::from_str(sha).map_err(git)?;
-        let tree = repo.find_commit(oid).and_then(|c| c.tree()).map_err(git)?;
+        let mut tree = repo.find_commit(oid).and_then(|c| c.tree()).map_err(git)?;
+        if !path.is_empty() {
+            let no_folder = |is_link| RevisionError::NoFolder {
+                sha: sha.to_owned(),
+                path: path.to_owned(),
+                is_link,
+            };
+            // Folder by folder, so that a symlink on the way is named as one.
+            for part in path.split('/') {
+                let entry = tree
+                    .get_path(Path::new(part))
+                    .map_err(|_| no_folder(false))?;
+                if entry.kind() != Some(ObjectType::Tree) {
+                    return Err(no_folder(entry.filemode() == 0o120000));
+                }
+                tree = repo.find_tree(entry.id()).map_err(git)?;
+            }
+        }
         write_tree(repo, &tree, &tmp, Path::new(""), sha)?;
+        if !path.is_empty() {
+            let marker = tmp.join(PATH_MARKER);
+            fs::write(&marker, path).map_err(io(&marker))?;
+        }
         fsync_dir(&tmp)?;
         Ok(staged)
     }
@@ -166,10 +216,21 @@ impl Staged {
         self.tmp.as_deref().unwrap_or(&self.dest)
     }
 
-    /// Moves the tree to `revisions/<sha>`.
+    /// Moves the tree to `revisions/<sha>`, in place of one written for another folder.
     pub fn accept(mut self) -> Result<PathBuf, RevisionError> {
         if let Some(tmp) = self.tmp.take() {
-            fs::rename(&tmp, &self.dest).map_err(io(&self.dest))?;
+            if self.dest.is_dir() {
+                let stale = self.root.join(format!(
+                    "{TMP_PREFIX}stale-{}",
+                    self.dest.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                let _ = fs::remove_dir_all(&stale);
+                fs::rename(&self.dest, &stale).map_err(io(&self.dest))?;
+                fs::rename(&tmp, &self.dest).map_err(io(&self.dest))?;
+                let _ = fs::remove_dir_all(&stale);
+            } else {
+                fs::rename(&tmp, &self.dest).map_err(io(&self.dest))?;
+            }
             fsync_dir(&self.root)?;
         }
         Ok(self.dest.clone())
@@ -228,7 +289,7 @@ fn write_tree(
         let name = String::from_utf8_lossy(entry.name_bytes()).into_owned();
         let rel_path = rel.join(&name);
         let shown = rel_path.display().to_string();
-        if !acceptable_name(&name) {
+        if !acceptable_name(&name) || (rel.as_os_str().is_empty() && name == PATH_MARKER) {
             return Err(RevisionError::BadName {
                 sha: sha.into(),
                 path: shown,
