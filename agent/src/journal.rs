@@ -14,15 +14,18 @@ pub const DRIFT: &str = "865c3d047cbd40f7bb09b255a7a6c0ba";
 pub const IMPORT_FINISHED: &str = "485faa265ee5495691c12cfb5dd925cb";
 /// A granule file was refused, before or by the import (RESOURCE=, GRANULE=, REASON=).
 pub const GRANULE_REFUSED: &str = "67e90018e3dd467b9b50d1aa2e041685";
+/// A resource's own regression tests failed at its deploy (RESOURCE=, ERROR=).
+pub const REGRESSION_FAILED: &str = "57a9cc07ef504b2896dfec603a632d51";
 
 /// Every id, with the name doc/operating.md gives it.
-pub const ALL: [(&str, &str); 6] = [
+pub const ALL: [(&str, &str); 7] = [
     ("revision applied", REVISION_APPLIED),
     ("commit refused", COMMIT_REFUSED),
     ("rollback", ROLLBACK),
     ("drift", DRIFT),
     ("import finished", IMPORT_FINISHED),
     ("granule refused", GRANULE_REFUSED),
+    ("regression tests failed", REGRESSION_FAILED),
 ];
 
 #[cfg(test)]

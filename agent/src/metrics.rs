@@ -31,6 +31,8 @@ pub struct Metrics {
     pub granule_transfer_duration: Histogram,
     pub granule_import_duration: Histogram,
     pub drift_detected: IntCounter,
+    pub regression_tests: IntCounterVec,
+    pub regression_duration: GaugeVec,
     pub gitlab_reports: IntCounterVec,
     pub filesystem_free: IntGaugeVec,
     pub filesystem_size: IntGaugeVec,
@@ -170,6 +172,22 @@ impl Metrics {
         let drift_detected = IntCounter::new(
             "vespa_agent_drift_detected_total",
             "Resources found with managed files edited on the node, counted at each pass that found them.",
+        )
+        .expect("valid metric");
+        let regression_tests = IntCounterVec::new(
+            Opts::new(
+                "vespa_agent_regression_tests_total",
+                "The providers' own regression tests (dachs test) run as part of the apply gate, by result (passed, failed).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let regression_duration = GaugeVec::new(
+            Opts::new(
+                "vespa_agent_regression_suite_duration_seconds",
+                "Wall time of the last run of a resource's regression suites.",
+            ),
+            &["resource"],
         )
         .expect("valid metric");
         let granules = IntGaugeVec::new(
@@ -343,6 +361,8 @@ impl Metrics {
             Box::new(webhooks.clone()),
             Box::new(drift_resources.clone()),
             Box::new(drift_detected.clone()),
+            Box::new(regression_tests.clone()),
+            Box::new(regression_duration.clone()),
             Box::new(granules.clone()),
             Box::new(granule_bytes.clone()),
             Box::new(granule_failures.clone()),
@@ -383,6 +403,8 @@ impl Metrics {
             webhooks,
             drift_resources,
             drift_detected,
+            regression_tests,
+            regression_duration,
             granules,
             granule_bytes,
             granule_failures,

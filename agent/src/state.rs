@@ -728,6 +728,24 @@ impl StateReader {
     pub fn commit(&self, sha: &str) -> Result<Option<CommitRecord>, StateError> {
         commit(&self.conn, &self.path, sha)
     }
+
+    /// The meta entries whose key starts with `prefix`, by key, the prefix cut off.
+    pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value FROM meta WHERE substr(key, 1, ?2) = ?1 ORDER BY key")
+            .map_err(|e| classify(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![prefix, prefix.chars().count() as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| classify(&self.path, e))?;
+        rows.map(|r| {
+            r.map(|(k, v)| (k[prefix.len()..].to_owned(), v))
+                .map_err(|e| classify(&self.path, e))
+        })
+        .collect()
+    }
 }
 
 fn rebuilds(conn: &Connection) -> rusqlite::Result<Vec<RebuildRecord>> {

@@ -399,3 +399,142 @@ fn a_service_folder_inside_a_larger_repository() {
     assert!(served(NAME).is_ok_and(|rows| !rows.is_empty()));
     remove_resource(NAME);
 }
+
+/// The example RD under `name` with a `<regSuite>`: an untagged test, one tagged `deploy` that
+/// wants at least `min` granules, one tagged for another environment that always fails (it must
+/// never run here), and `extra` inside the suite.
+fn rd_with_suite(name: &str, min: usize, extra: &str) -> String {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/service/epnlab/q.rd");
+    let rd = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("epnlab", name);
+    let suite = format!(
+        r#"
+  <regSuite title="{name} regression">
+    <regTest title="epn_core answers">
+      <url parSet="TAP" QUERY="SELECT COUNT(*) AS n FROM {name}.epn_core">/tap/sync</url>
+      <code>
+        self.assertHasStrings('value="OK"')
+      </code>
+    </regTest>
+    <regTest title="at least {min} granules" tags="deploy">
+      <url parSet="TAP" QUERY="SELECT granule_uid FROM {name}.epn_core">/tap/sync</url>
+      <code>
+        rows = self.getVOTableRows()
+        self.assertTrue(len(rows) >= {min}, "only %d rows"%len(rows))
+      </code>
+    </regTest>
+    <regTest title="only on the production server" tags="production">
+      <url>/nothing/here</url>
+      <code>
+        self.assertTrue(False, "a test for another environment ran")
+      </code>
+    </regTest>{extra}
+  </regSuite>
+</resource>"#
+    );
+    rd.replace("</resource>", &suite)
+}
+
+/// The provider's own regression tests gate the deploy: a suite that passes applies (the test
+/// tagged for another environment never runs); one that fails is refused and rolled back, with
+/// the failing test's title and DaCHS's words, while TAP keeps answering; one that hangs is
+/// cut at its time limit.
+#[test]
+fn the_providers_regression_suites_gate_the_deploy() {
+    if !require_dachs() {
+        return;
+    }
+    const NAME: &str = "vt_regsuite";
+    remove_resource(NAME);
+    let (repo, home) = LocalRepo::example_as(NAME);
+    home.write(
+        "etc/agent.d/30-regression.toml",
+        "[dachs]\nregression-timeout = \"8s\"\n",
+    );
+    let rd = format!("{NAME}/q.rd");
+    repo.write(&rd, &rd_with_suite(NAME, 4, ""));
+    repo.commit("regression tests");
+    let plan = home.output(&["plan"]);
+    assert!(
+        plan.stdout.contains(&format!(
+            "dachs test -t deploy {NAME}/q: \"{NAME} regression\" (2 tests)"
+        )),
+        "plan does not name the suites it would run: {plan:?}"
+    );
+    let out = home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "a passing suite: {out:?}");
+    let status = home.output(&["status"]);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("regression:   {NAME}: 2 of 2 tests passed")),
+        "{status:?}"
+    );
+    let good = served(NAME).unwrap();
+    let applied = current(&home);
+
+    let prober = harness::churn::Prober::start(NAME);
+    let cases = [
+        (
+            rd_with_suite(NAME, 400, ""),
+            "FAIL at least 400 granules",
+            "a failing test",
+        ),
+        (
+            rd_with_suite(
+                NAME,
+                4,
+                r#"
+    <regTest title="a test that hangs">
+      <url>/tap/availability</url>
+      <code>
+        import time
+        time.sleep(120)
+      </code>
+    </regTest>"#,
+            ),
+            "did not finish within 8 s",
+            "a hanging test",
+        ),
+    ];
+    for (text, words, what) in &cases {
+        repo.write(&rd, text);
+        repo.commit(what);
+        let started = std::time::Instant::now();
+        let out = home.output(&["sync"]);
+        assert_ne!(out.code(), 0, "{what}: applied: {out:?}");
+        assert!(
+            out.stderr.contains(words) && out.stderr.contains("rolled back"),
+            "{what}: {out:?}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{what}: not cut at its limit"
+        );
+        let status = home.output(&["status"]);
+        assert!(
+            status.stdout.contains(words) && status.stdout.contains("FAILED at apply"),
+            "{what}: {status:?}"
+        );
+        assert_eq!(served(NAME).as_ref(), Ok(&good), "{what}: rows changed");
+        assert_eq!(current(&home), applied, "{what}: the revision moved");
+    }
+    let (queries, failed, errors) = prober.finish();
+    assert_eq!(
+        failed, 0,
+        "TAP failed during the refused deploys: {errors:?}"
+    );
+    assert!(queries > 20, "only {queries} queries");
+
+    // The gate switched off: the same failing suite applies.
+    home.write(
+        "etc/agent.d/30-regression.toml",
+        "[dachs]\nregression-tests = false\n",
+    );
+    repo.write(&rd, &cases[0].0);
+    repo.commit("the gate is off");
+    let out = home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "with the gate off: {out:?}");
+    remove_resource(NAME);
+}

@@ -17,6 +17,7 @@
 //! agent only ever expires an RD that passed `dachs val`.
 
 pub mod intake;
+pub mod regression;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -98,6 +99,9 @@ pub struct ApplyContext<'a> {
     pub revert_drift: bool,
     /// How a deploy brings the resource's collections before its import.
     pub granules: &'a crate::config::GranuleSettings,
+    /// The provider's regression suites as the last step of a deploy; `None`: off.
+    pub regression: Option<&'a crate::config::Regression>,
+    pub metrics: &'a crate::metrics::Metrics,
 }
 
 fn store<T>(
@@ -340,6 +344,7 @@ fn step_kind(step: &'static str, e: &DachsError) -> &'static str {
         ("import", _) => "import_failed",
         ("health", _) => "health_failed",
         ("granules", _) => "granules_unavailable",
+        ("regression", _) => "regression_failed",
         _ => "dachs_failed",
     }
 }
@@ -438,6 +443,7 @@ async fn deploy(
     health(cx, &change.record.tables)
         .await
         .map_err(|m| local_step("health", m))?;
+    regression::gate(cx, res, &src.join(rd_file(res)), sha).await?;
     intake::settle(cx, res, sha, &skipped, granules).map_err(|m| local_step("granules", m))
 }
 

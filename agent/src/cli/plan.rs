@@ -141,7 +141,7 @@ pub fn show(settings: &Settings) -> anyhow::Result<ExitCode> {
         )?;
         for c in &plan.changes {
             changes += 1;
-            print_change(c, &settings.dachs.inputs_dir);
+            print_change(c, &settings.dachs.inputs_dir, &next.root, settings);
         }
         for r in &plan.removals {
             changes += 1;
@@ -178,7 +178,7 @@ pub fn show(settings: &Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(CHANGES))
 }
 
-fn print_change(c: &apply::Change<'_>, inputs: &Path) {
+fn print_change(c: &apply::Change<'_>, inputs: &Path, root: &Path, settings: &Settings) {
     let rd = &c.record.rd_id;
     let dir = inputs.join(&c.res.dir);
     match &c.why {
@@ -220,14 +220,59 @@ fn print_change(c: &apply::Change<'_>, inputs: &Path) {
     } else {
         ""
     };
+    let bring = if c.res.collections.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "bring its collections ({}), ",
+            c.res
+                .collections
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let import = if c.res.collections.is_empty() {
+        "dachs imp"
+    } else {
+        "dachs imp -c"
+    };
     println!(
-        "  then: dachs val{structure}, dachs imp {rd}, dachs serve expireRDs {rd}, {publish}, TAP check of {}",
+        "  then: dachs val{structure}, {bring}{import} {rd}, dachs serve expireRDs {rd}, {publish}, TAP check of {}{}",
         if c.record.tables.is_empty() {
             "its tables".to_owned()
         } else {
             c.record.tables.join(", ")
-        }
+        },
+        regression_step(c, root, settings)
     );
+}
+
+/// `, dachs test ...: <suites>` when the deploy would run the RD's regression suites.
+fn regression_step(c: &apply::Change<'_>, root: &Path, settings: &Settings) -> String {
+    let Some(gate) = &settings.dachs.regression else {
+        return String::new();
+    };
+    let path = root.join(&c.res.dir).join(format!("{}.rd", c.res.rd));
+    let xml = std::fs::read_to_string(path).unwrap_or_default();
+    let suites: Vec<String> = crate::dachs::rd::regression_suites(&xml, &gate.tag)
+        .into_iter()
+        .filter(|s| s.tests > 0)
+        .map(|s| format!("\"{}\" ({} tests)", s.title, s.tests))
+        .collect();
+    if suites.is_empty() {
+        return String::new();
+    }
+    let tag = match gate.tag.as_str() {
+        "" => String::new(),
+        t => format!(" -t {t}"),
+    };
+    format!(
+        ", dachs test{tag} {}: {}",
+        c.record.rd_id,
+        suites.join(", ")
+    )
 }
 
 /// What the granule part of the plan found.

@@ -138,6 +138,10 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
         Ok(Some(r)) => r.rebuilds()?,
         _ => Vec::new(),
     };
+    let regression = match &store {
+        Ok(Some(r)) => r.meta_with_prefix(&crate::apply::regression::result_key(""))?,
+        _ => Vec::new(),
+    };
     // Each table as the daemon's last pass saw it; with the daemon down, asked now.
     let tables = match &daemon {
         Ok(d) => d.tables.clone(),
@@ -167,6 +171,7 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
             "tables": tables,
             "granules": granules.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             "rebuilds": rebuilds,
+            "regression_tests": regression.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(code);
@@ -264,6 +269,9 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
                 e.as_deref().unwrap_or("no answer")
             ),
         }
+    }
+    for (dir, result) in &regression {
+        println!("regression:   {dir}: {result}");
     }
     if !granules.is_empty() {
         let counts: Vec<String> = granules.iter().map(|(s, n)| format!("{n} {s}")).collect();

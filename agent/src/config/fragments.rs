@@ -133,6 +133,9 @@ pub struct DachsFragment {
     pub apply: Option<Value>,
     pub restart: Option<Value>,
     pub drift: Option<Value>,
+    pub regression_tests: Option<Value>,
+    pub regression_tag: Option<Value>,
+    pub regression_timeout: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

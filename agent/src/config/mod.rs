@@ -155,6 +155,24 @@ pub const KEYS: &[KeySpec] = &[
         help: "local edits of managed files under the inputs directory: revert (put the revision back) or report",
     },
     KeySpec {
+        key: "dachs.regression-tests",
+        default: Some("true"),
+        secret: false,
+        help: "run a deployed RD's <regSuite> tests (dachs test) as part of the apply gate",
+    },
+    KeySpec {
+        key: "dachs.regression-tag",
+        default: Some("deploy"),
+        secret: false,
+        help: "the tag whose tests run besides the untagged ones (dachs test -t; empty: untagged only)",
+    },
+    KeySpec {
+        key: "dachs.regression-timeout",
+        default: Some("5m"),
+        secret: false,
+        help: "time limit of one RD's regression suites (5s to 1h)",
+    },
+    KeySpec {
         key: "dachs.apply",
         default: Some("true"),
         secret: false,
@@ -489,6 +507,16 @@ pub struct DachsSettings {
     pub restart: Vec<String>,
     /// `dachs.drift = "revert"`: local edits of managed files are undone by the next pass.
     pub revert_drift: bool,
+    /// The provider's regression suites as a deploy gate; `None` when switched off.
+    pub regression: Option<Regression>,
+}
+
+/// `dachs.regression-*`: how a deployed RD's own tests are run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Regression {
+    /// `dachs test -t <tag>`; empty for the untagged tests only.
+    pub tag: String,
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -664,6 +692,9 @@ fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
         put("dachs.apply", d.apply);
         put("dachs.restart", d.restart);
         put("dachs.drift", d.drift);
+        put("dachs.regression-tests", d.regression_tests);
+        put("dachs.regression-tag", d.regression_tag);
+        put("dachs.regression-timeout", d.regression_timeout);
     }
     if let Some(s) = f.source {
         put("source.url", s.url);
@@ -1050,6 +1081,24 @@ impl Settings {
                 "report" => Ok(false),
                 _ => Err(format!("`{v}` must be revert or report")),
             })?,
+            regression: match c.parse("dachs.regression-tests", boolean)? {
+                false => None,
+                true => Some(Regression {
+                    tag: c.parse("dachs.regression-tag", |v| {
+                        let plain = v
+                            .chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+                        if plain {
+                            Ok(v.to_owned())
+                        } else {
+                            Err(format!(
+                                "`{v}` must be one tag (letters, digits, - _ .), as dachs test -t takes"
+                            ))
+                        }
+                    })?,
+                    timeout: c.duration("dachs.regression-timeout", 5 * SECOND, 3600 * SECOND)?,
+                }),
+            },
         };
         let branch = c.parse("source.branch", branch_name)?;
         let tag = c.optional("source.tag", branch_name)?;

@@ -201,8 +201,42 @@ impl Dachs {
 
     /// Runs `dachs <args>` and returns what it did, whatever its exit code.
     pub async fn run(&self, args: &[&str]) -> Result<Run, DachsError> {
-        self.finish(format!("dachs {}", args.join(" ")), self.command(args))
-            .await
+        self.finish(
+            format!("dachs {}", args.join(" ")),
+            self.command(args),
+            self.timeout,
+        )
+        .await
+    }
+
+    /// `dachs test -t <tag> <rd>` within `limit`: the RD's regression suites run against the
+    /// running server. Its exit code is trustworthy (unlike `dachs val`'s): 0 when every test
+    /// passed or none ran. A run that fails without DaCHS's tally is an error.
+    pub async fn regression_tests(
+        &self,
+        rd: &str,
+        tag: &str,
+        limit: Duration,
+    ) -> Result<Regression, DachsError> {
+        let seconds = limit.as_secs().max(1).to_string();
+        let mut args = vec!["test", "-v", "-T", &seconds];
+        if !tag.is_empty() {
+            args.extend(["-t", tag]);
+        }
+        args.push(rd);
+        let shown = format!("dachs {}", args.join(" "));
+        let run = self
+            .finish(shown.clone(), self.command(&args), limit)
+            .await?;
+        match (run.code, regression_tally(&run.stdout)) {
+            (Some(0), Some(r)) if r.bad == 0 => Ok(r),
+            (Some(0), None) => Ok(Regression::default()),
+            (_, Some(r)) if r.bad > 0 => Ok(r),
+            _ => Err(DachsError::Failed {
+                command: shown,
+                message: error_message(&run),
+            }),
+        }
     }
 
     /// Runs a program as the agent's own user (restarting the server needs root), with the
@@ -210,12 +244,17 @@ impl Dachs {
     pub async fn run_program(&self, argv: &[String]) -> Result<Run, DachsError> {
         let mut c = Command::new(&argv[0]);
         c.args(&argv[1..]);
-        self.finish(argv.join(" "), c).await
+        self.finish(argv.join(" "), c, self.timeout).await
     }
 
     /// Runs a prepared command in the working directory, output captured, killed if the pass
     /// is abandoned or the time limit passes.
-    async fn finish(&self, shown: String, mut command: Command) -> Result<Run, DachsError> {
+    async fn finish(
+        &self,
+        shown: String,
+        mut command: Command,
+        limit: Duration,
+    ) -> Result<Run, DachsError> {
         command
             .current_dir(&self.workdir)
             .stdin(Stdio::null())
@@ -228,16 +267,16 @@ impl Dachs {
             command: shown.clone(),
             reason: e.to_string(),
         })?;
-        let waited = tokio::time::timeout(self.timeout, child.wait_with_output()).await;
+        let waited = tokio::time::timeout(limit, child.wait_with_output()).await;
         let elapsed = started.elapsed();
         self.spent_us
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         let out = match waited {
             Err(_) => {
-                tracing::error!(command = %shown, seconds = self.timeout.as_secs(), "dachs command timed out");
+                tracing::error!(command = %shown, seconds = limit.as_secs(), "dachs command timed out");
                 return Err(DachsError::Timeout {
                     command: shown,
-                    seconds: self.timeout.as_secs(),
+                    seconds: limit.as_secs(),
                 });
             }
             Ok(Err(e)) => {
@@ -330,6 +369,52 @@ impl Dachs {
     }
 }
 
+/// What `dachs test` said: its tally, and each failed test with DaCHS's words.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Regression {
+    pub total: u64,
+    pub bad: u64,
+    /// `FAIL <title>` or `ERROR <title>`, each with the lines `-v` adds under it.
+    pub failed: Vec<String>,
+}
+
+impl Regression {
+    /// The failures in one bounded message.
+    pub fn message(&self) -> String {
+        bounded(format!(
+            "{} of {} regression tests failed: {}",
+            self.bad,
+            self.total,
+            self.failed.join("; ")
+        ))
+    }
+}
+
+/// `N of M bad.` and the tab-indented `FAIL`/`ERROR` lines under `From <rd>:`, with what `-v`
+/// prints below each; `None` when the tally is missing.
+pub fn regression_tally(stdout: &str) -> Option<Regression> {
+    let mut lines = stdout.lines();
+    let (bad, total) = lines.by_ref().find_map(|l| {
+        let (bad, rest) = l.trim().split_once(" of ")?;
+        let (total, _) = rest.split_once(" bad.")?;
+        Some((bad.parse().ok()?, total.parse().ok()?))
+    })?;
+    let mut failed: Vec<String> = Vec::new();
+    for line in lines {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with("From ") {
+            continue;
+        }
+        if line.starts_with('\t') && (t.starts_with("FAIL ") || t.starts_with("ERROR ")) {
+            failed.push(t.to_owned());
+        } else if let Some(last) = failed.last_mut() {
+            last.push(' ');
+            last.push_str(t);
+        }
+    }
+    Some(Regression { total, bad, failed })
+}
+
 /// `dachs val`'s verdict: `Ok` only for exit code 0 and a last stdout line that is `OK` (after
 /// warnings) or ends in `-- OK`.
 pub fn judge_val(run: &Run) -> Result<(), String> {
@@ -354,7 +439,11 @@ pub const MESSAGE_MAX: usize = 2000;
 /// word, kept whole across the blank lines between its paragraphs ("While parsing source ...,
 /// near start:", then the cause); at most [`MESSAGE_MAX`] characters.
 pub fn error_message(run: &Run) -> String {
-    let message = dachs_words(run);
+    bounded(dachs_words(run))
+}
+
+/// At most [`MESSAGE_MAX`] characters, a cut marked.
+fn bounded(message: String) -> String {
     if message.chars().count() <= MESSAGE_MAX {
         return message;
     }
@@ -470,6 +559,40 @@ pub fn skipped_sources(output: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_regression_tally_names_each_failed_test_with_its_details() {
+        let out = "1 of 3 bad.  avg 0.11, min 0.10, max 0.11. 18.4/s, par 1.9\n\
+                   From vt_reg/q:\n\
+                   \tFAIL at least 400 granules\n\
+                   \t  only 4 rows\n\
+                   \tERROR epn_core answers\n\n";
+        let r = regression_tally(out).unwrap();
+        assert_eq!((r.bad, r.total), (1, 3));
+        assert_eq!(
+            r.failed,
+            [
+                "FAIL at least 400 granules only 4 rows",
+                "ERROR epn_core answers"
+            ]
+        );
+        assert!(
+            r.message()
+                .starts_with("1 of 3 regression tests failed: FAIL at least")
+        );
+        let passed = regression_tally("0 of 2 bad.  avg 0.10, min 0.10\n").unwrap();
+        assert_eq!((passed.bad, passed.total, passed.failed.len()), (0, 2, 0));
+        assert_eq!(
+            regression_tally("No tests run (probably did not find any).\n"),
+            None
+        );
+        let long = Regression {
+            total: 1000,
+            bad: 1000,
+            failed: vec!["FAIL x".repeat(100); 1000],
+        };
+        assert!(long.message().chars().count() <= MESSAGE_MAX);
+    }
 
     /// As root, the child runs with the account's ids, groups and home, never root's.
     #[tokio::test]

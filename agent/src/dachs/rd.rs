@@ -114,9 +114,97 @@ pub fn imports_incrementally(xml: &str) -> bool {
     }
 }
 
+/// A `<regSuite>` of the RD: the provider's own regression tests, run by `dachs test`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suite {
+    pub title: String,
+    /// Tests that run with the tag (untagged ones, and those tagged with it).
+    pub tests: usize,
+    /// Tests left out: tagged for another environment.
+    pub skipped: usize,
+}
+
+/// The RD's regression suites, as `dachs test -t <tag>` would run them (an empty tag: the
+/// untagged tests only). A suite without a title is named by its position. Unreadable XML has
+/// no suites here: `dachs val` judges it first.
+pub fn regression_suites(xml: &str, tag: &str) -> Vec<Suite> {
+    let mut reader = Reader::from_str(xml);
+    let mut depth = 0usize;
+    let mut suites: Vec<Suite> = Vec::new();
+    loop {
+        match reader.read_event() {
+            Ok(ref ev @ (Event::Start(ref e) | Event::Empty(ref e))) => {
+                match (depth, e.local_name().as_ref()) {
+                    (1, "regSuite") => suites.push(Suite {
+                        title: attr(e, "title")
+                            .unwrap_or_else(|| format!("suite {}", suites.len() + 1)),
+                        tests: 0,
+                        skipped: 0,
+                    }),
+                    (2, "regTest") => {
+                        if let Some(suite) = suites.last_mut() {
+                            let tags = attr(e, "tags").unwrap_or_default();
+                            let mut listed = tags
+                                .split([',', ' ', '\t', '\n'])
+                                .filter(|t| !t.is_empty())
+                                .peekable();
+                            let runs = listed.peek().is_none() || listed.any(|t| t == tag);
+                            if runs {
+                                suite.tests += 1;
+                            } else {
+                                suite.skipped += 1;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                if matches!(ev, Event::Start(_)) {
+                    depth += 1;
+                }
+            }
+            Ok(Event::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    suites
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regression_suites_count_the_tests_a_tag_runs() {
+        let xml = r#"<resource schema="s">
+          <regSuite title="basics">
+            <regTest title="a"><url>/x</url></regTest>
+            <regTest title="b" tags="deploy"><url>/y</url></regTest>
+            <regTest title="c" tags="dev, local"/>
+          </regSuite>
+          <regSuite><regTest title="d" tags="deploy,dev"/></regSuite>
+          <table id="t"><regSuite title="not at the top"/></table>
+        </resource>"#;
+        let suite = |title: &str, tests, skipped| Suite {
+            title: title.into(),
+            tests,
+            skipped,
+        };
+        assert_eq!(
+            regression_suites(xml, "deploy"),
+            [suite("basics", 2, 1), suite("suite 2", 1, 0)]
+        );
+        assert_eq!(
+            regression_suites(xml, "dev"),
+            [suite("basics", 2, 1), suite("suite 2", 1, 0)]
+        );
+        assert_eq!(
+            regression_suites(xml, ""),
+            [suite("basics", 1, 2), suite("suite 2", 0, 1)]
+        );
+        assert!(regression_suites("<resource schema='s'/>", "deploy").is_empty());
+        assert!(regression_suites("<resource", "deploy").is_empty());
+    }
 
     #[test]
     fn an_updating_data_element_means_incremental_imports() {

@@ -154,6 +154,8 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
         restart: &dachs_settings.restart,
         revert_drift: dachs_settings.revert_drift,
         granules: &cx.settings.granules,
+        regression: dachs_settings.regression.as_ref(),
+        metrics: cx.metrics,
         state_dir: &cx.settings.state_dir,
         store: cx.store,
         runtime: cx.runtime,
