@@ -35,7 +35,8 @@ TIMES = ROOT / "target/test-times"
 # suite would only wait for it there.
 FIRST = [
     "tests/resource_faults", "tests/gavo_rc", "tests/delivery", "tests/crash", "tests/rebuild",
-    "tests/soak", "tests/faults", "tests/apply", "tests/secrets", "tests/granule_faults",
+    "tests/service_shapes", "tests/soak", "tests/faults", "tests/apply", "tests/check_service",
+    "tests/secrets", "tests/granule_faults",
 ]
 # Held for the whole run: suites that need the host's DaCHS alone go before the long ones.
 OWNS_DACHS = {"tests/resource_faults", "tests/gavo_rc"}

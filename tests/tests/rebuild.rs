@@ -417,3 +417,62 @@ fn bench_wiped_var_gavo_agent_against_by_hand() {
     println!("| the same steps typed by hand, no thinking time | {h:.1} s | {by_hand:.1?} |");
     println!("| ratio agent / by hand | {:.2} | |", a / h);
 }
+
+/// The provider's CI recipe, examples/gitlab-ci.yml, on a Debian 12 that installed DaCHS and
+/// the agent's .deb as that job does (cloud-init ran the same steps on this node, the pg_sphere
+/// fix among them): its `script:` runs `check-service` on the example service as a git
+/// checkout, with a sample imported into the scratch DaCHS beside the node's own, and leaves
+/// the JUnit report GitLab reads. The node's own DaCHS serves as before.
+#[test]
+fn the_providers_ci_job_checks_the_example_on_a_debian_node() {
+    let Some(served) = shared_serving_node("rebuild") else {
+        return;
+    };
+    let node = &served.node;
+    let golden = digest(node);
+    let yml = std::fs::read_to_string(root().join("examples/gitlab-ci.yml")).unwrap();
+    let fix = "sed -i '/^-- a minimal set of backwards-compatible operators for GAVO DaCHS/,/^-- debugging/{/^-- debugging/!d}' /usr/share/postgresql/15/extension/pg_sphere--1.2.0.sql";
+    assert!(yml.contains(fix), "the job lacks the pg_sphere fix");
+    // The job's script: the lines between `script:` and `artifacts:`, without the YAML.
+    let script: String = yml
+        .split_once("\n  script:\n")
+        .and_then(|(_, rest)| rest.split_once("\n  artifacts:"))
+        .map(|(s, _)| s)
+        .unwrap()
+        .lines()
+        .filter(|l| l.trim() != "- |")
+        .map(|l| l.strip_prefix("      ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(script.contains("vespa-agent check-service"), "{script}");
+
+    let checkout = node.path("root/service");
+    let _ = std::fs::remove_dir_all(&checkout);
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(root().join("examples/service"))
+        .arg(&checkout)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    // The checkout as the runner's `git clone` leaves it (made here: the node has no git).
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "the service"],
+    ] {
+        harness::git::run_git(&checkout, args);
+    }
+    let (ok, out) = node.try_sh(&format!(
+        "cd /root/service && IMPORT_SAMPLE=3 sh -ec '{}'",
+        script.replace('\'', "'\\''")
+    ));
+    assert!(ok, "the job's script failed on the node:\n{out}");
+    let report = std::fs::read_to_string(checkout.join("check-service.xml")).unwrap();
+    assert!(
+        report.contains("tests=\"5\" failures=\"0\" errors=\"0\""),
+        "{report}\n{out}"
+    );
+    let _ = std::fs::remove_dir_all(&checkout);
+    assert_eq!(digest(node), golden, "the node's own DaCHS changed");
+}

@@ -538,3 +538,193 @@ fn the_providers_regression_suites_gate_the_deploy() {
     assert_eq!(out.code(), 0, "with the gate off: {out:?}");
     remove_resource(NAME);
 }
+
+/// `rows` rows of the example's CSV shape, granule_uid `<prefix><n>`, target `target`.
+fn rows_csv(prefix: &str, rows: usize, target: &str) -> String {
+    let mut lines = csv(0, 0).lines().map(str::to_owned).collect::<Vec<_>>();
+    let header = lines.remove(0);
+    let template = lines.remove(0).replacen("v0", target, 1);
+    let mut out = String::with_capacity(rows * (template.len() + 8));
+    out.push_str(&header);
+    out.push('\n');
+    for n in 0..rows {
+        out.push_str(&template.replacen("c0000r0", &format!("{prefix}{n}"), 1));
+        out.push('\n');
+    }
+    out
+}
+
+/// One `SELECT COUNT(*)` over TAP.
+fn count(table: &str) -> Result<u64, String> {
+    let rows = harness::churn::tap_rows(&format!("SELECT COUNT(*) FROM {table}"))?;
+    rows.first()
+        .and_then(|r| r.first())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no count from {table}: {rows:?}"))
+}
+
+/// A repository of three resources, each with its own collection and schema, shaped as
+/// providers' are: granule files named with spaces, accents, `#` and `%` over WebDAV (an
+/// incremental RD); an RD with two tables (epn_core and a view over it that the health check
+/// queries too); a full-import RD that names one CSV of 100,000 rows literally. On a node where
+/// nothing exists yet all three deploy in the first pass; they converge on churn; a commit that
+/// breaks one is refused while all three keep serving.
+#[test]
+fn a_repository_of_several_resources_shaped_as_providers_have_them() {
+    if !require_dachs() {
+        return;
+    }
+    let Some(dav) = DavServer::start() else {
+        return;
+    };
+    const NAMES: &str = "vt_names";
+    const TWO: &str = "vt_two";
+    const BIG: &str = "vt_big";
+    const BIG_ROWS: usize = 100_000;
+    for r in [NAMES, TWO, BIG] {
+        remove_resource(r);
+    }
+    let odd = dav.data(NAMES);
+    let odd_names = [
+        "night 01.csv",
+        "Tchourioumov–Guérassimenko.csv",
+        "run#7.csv",
+        "100% done.csv",
+        "67P/nuit été.csv",
+    ];
+    let mut expected_odd = BTreeMap::new();
+    for (i, name) in odd_names.iter().enumerate() {
+        let path = odd.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, csv(i as u32, 0)).unwrap();
+        expected_odd.extend(rows_of(&[i as u32]));
+    }
+    let local = tempfile::tempdir().unwrap();
+    let (two_src, big_src) = (local.path().join(TWO), local.path().join(BIG));
+    std::fs::create_dir_all(&two_src).unwrap();
+    std::fs::create_dir_all(&big_src).unwrap();
+    std::fs::write(two_src.join("a.csv"), csv(0, 0)).unwrap();
+    std::fs::write(two_src.join("b.csv"), csv(1, 0)).unwrap();
+    std::fs::write(big_src.join("big.csv"), rows_csv("b", BIG_ROWS, "Ceres")).unwrap();
+
+    let repo = LocalRepo::new();
+    repo.run(&["rm", "-rq", "epnlab"]);
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/service/epnlab/q.rd"),
+    )
+    .unwrap();
+    repo.write(
+        &format!("{NAMES}/q.rd"),
+        &example.replace("epnlab", NAMES).replace(
+            r#"<sources pattern="data/*.csv">"#,
+            r#"<sources pattern="data/*.csv" recurse="True">"#,
+        ),
+    );
+    let view = r#"
+  <table id="targets" onDisk="True" adql="True">
+    <meta name="description">Granules per target: a view over epn_core.</meta>
+    <column name="target_name" type="text" required="True" description="The target."/>
+    <column name="granules" type="bigint" required="True" description="Its granules."/>
+    <viewStatement>
+      CREATE VIEW \qName AS (SELECT target_name, COUNT(*) AS granules
+        FROM \schema.epn_core GROUP BY target_name)
+    </viewStatement>
+  </table>
+
+  <data id="views">
+    <make table="targets"/>
+  </data>
+</resource>"#;
+    let two_rd = example.replace("epnlab", TWO).replace("</resource>", view);
+    repo.write(&format!("{TWO}/q.rd"), &two_rd);
+    repo.write(&format!("{BIG}/q.rd"), &literal_rd(BIG, "big.csv", true));
+    repo.write(
+        "vespa-service.toml",
+        &format!(
+            "[[resource]]\ndir = \"{NAMES}\"\n[[resource.collection]]\nname = \"odd\"\n\
+             source = \"{}\"\ncredential = \"b2safe\"\ninclude = [\"**/*.csv\"]\n\n\
+             [[resource]]\ndir = \"{TWO}\"\n{}\n\
+             [[resource]]\ndir = \"{BIG}\"\n{}",
+            dav.url(NAMES),
+            collection(&two_src, "*.csv"),
+            collection(&big_src, "big.csv"),
+        ),
+    );
+    repo.commit("three resources");
+    let home = Home::new(&dachs_url(), "");
+    home.write(
+        "etc/agent.d/20-source.toml",
+        &format!(
+            "[source]\nurl = \"{}\"\n\n[granules]\ncredentials-dir = \"{}\"\n",
+            repo.path().display(),
+            home.path("credentials").display()
+        ),
+    );
+    secret_file(&home, "credentials/b2safe", &format!("{USER}:{PASSWORD}\n"));
+    let converged = |what: &str, odd: &BTreeMap<String, String>, two: &[u32], big: u64| {
+        assert_eq!(served(NAMES).as_ref(), Ok(odd), "{what}: {NAMES}");
+        assert_eq!(served(TWO), Ok(rows_of(two)), "{what}: {TWO}");
+        assert_eq!(
+            count(&format!("{TWO}.targets")),
+            Ok(1),
+            "{what}: the view over {TWO}.epn_core"
+        );
+        assert_eq!(count(&format!("{BIG}.epn_core")), Ok(big), "{what}: {BIG}");
+    };
+
+    let t = std::time::Instant::now();
+    let out = home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "the first pass: {out:?}");
+    converged("the first pass", &expected_odd, &[0, 1], BIG_ROWS as u64);
+    figure(&format!(
+        "three resources (odd names over WebDAV, two tables, 100,000 rows in one CSV) deployed on a fresh node in {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+    let plan = home.output(&["plan"]);
+    assert_eq!(plan.code(), 0, "not converged: {plan:?}");
+
+    // Churn: a file with an odd name comes, one goes, one changes; the big file changes.
+    std::fs::write(odd.join("new ü #2 50%.csv"), csv(9, 0)).unwrap();
+    expected_odd.extend(rows_of(&[9]));
+    std::fs::remove_file(odd.join("run#7.csv")).unwrap();
+    for r in 0..ROWS_PER_FILE {
+        expected_odd.remove(&format!("c0002r{r}"));
+    }
+    std::fs::write(odd.join("night 01.csv"), csv(0, 1)).unwrap();
+    for r in 0..ROWS_PER_FILE {
+        expected_odd.insert(format!("c0000r{r}"), "v1".into());
+    }
+    std::fs::remove_file(two_src.join("b.csv")).unwrap();
+    std::fs::write(
+        big_src.join("big.csv"),
+        rows_csv("b", BIG_ROWS - 1, "Ceres"),
+    )
+    .unwrap();
+    let out = home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "the churn: {out:?}");
+    converged("after the churn", &expected_odd, &[0], BIG_ROWS as u64 - 1);
+
+    // One RD broken: refused, and all three keep serving.
+    let applied = current(&home);
+    repo.write(
+        &format!("{TWO}/q.rd"),
+        &two_rd.replace(
+            "<make table=\"targets\"/>",
+            "<make table=\"no_such_table\"/>",
+        ),
+    );
+    repo.commit("a make of a table that does not exist");
+    let out = home.output(&["sync"]);
+    assert_ne!(out.code(), 0, "a broken RD was applied: {out:?}");
+    assert!(out.stderr.contains(&format!("{TWO}/q.rd")), "{out:?}");
+    assert_eq!(current(&home), applied);
+    converged(
+        "after the refusal",
+        &expected_odd,
+        &[0],
+        BIG_ROWS as u64 - 1,
+    );
+    for r in [NAMES, TWO, BIG] {
+        remove_resource(r);
+    }
+}

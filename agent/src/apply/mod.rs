@@ -466,7 +466,7 @@ fn in_repository_terms(e: DachsError, inputs: &Path) -> DachsError {
 
 /// `q.rd, (35, 89)` -> `q.rd:35:89`, DaCHS's position of an XML error in the form editors and
 /// CI logs link.
-fn repository_positions(message: &str) -> String {
+pub fn repository_positions(message: &str) -> String {
     const AT: &str = ".rd, (";
     let mut out = String::with_capacity(message.len());
     let mut rest = message;

@@ -1,6 +1,8 @@
 //! The command line. The same definitions produce `--help` and (with clap_mangen) the man page.
 
+mod check_service;
 mod import;
+mod junit;
 mod plan;
 pub mod progress;
 mod status;
@@ -110,6 +112,31 @@ pub enum Command {
         #[arg(long)]
         vm: bool,
     },
+    /// Check a checkout of a service repository the way a node would accept its commit, without
+    /// a node (for the provider's CI): the tree, vespa-service.toml, and each RD through `dachs
+    /// val` in a scratch DaCHS the command sets up and removes (as root, with DaCHS and
+    /// PostgreSQL installed). Prints one `FILE:LINE:COL: message` per finding; exit 0 if a node
+    /// would accept the commit, 1 if it would refuse it, 2 if the check could not be completed
+    CheckService {
+        /// The checkout (its HEAD commit is checked)
+        #[arg(default_value = ".", value_name = "DIR")]
+        dir: PathBuf,
+        /// The folder of the repository that is the service, as source.path (default: the
+        /// configuration's, else the root)
+        #[arg(long, value_name = "FOLDER")]
+        path: Option<String>,
+        /// Also import up to N granule files of each collection (from its source; a
+        /// collection's credential from VESPA_CREDENTIAL_<NAME> or --credentials-dir) into the
+        /// scratch DaCHS, then run the RD's regression suites against it
+        #[arg(long, value_name = "N")]
+        import_sample: Option<usize>,
+        /// Where collection credentials are, one file per credential name
+        #[arg(long, value_name = "DIR")]
+        credentials_dir: Option<PathBuf>,
+        /// Also write the checks as a JUnit XML report (GitLab's artifacts:reports:junit)
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
     /// Print the version and the git revision it was built from
     Version,
 }
@@ -170,6 +197,47 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(import::import_once(settings, resource))
+        }
+        Command::CheckService {
+            dir,
+            path,
+            import_sample,
+            credentials_dir,
+            junit,
+        } => {
+            let settings = config::load(&layout)?;
+            let path = match path {
+                Some(p) => {
+                    config::service_folder(&p).map_err(|m| anyhow::anyhow!("--path: {m}"))?
+                }
+                None => settings.source.path.clone(),
+            };
+            let options = check_service::Options {
+                dir,
+                path,
+                import_sample,
+                junit,
+                credentials_dir,
+                dachs_bin: settings.dachs.bin.clone(),
+                dachs_user: settings.dachs.user.clone(),
+                regression_tag: settings
+                    .dachs
+                    .regression
+                    .as_ref()
+                    .map_or_else(|| "deploy".to_owned(), |r| r.tag.clone()),
+                timeout: settings.dachs.command_timeout,
+                regression_timeout: settings
+                    .dachs
+                    .regression
+                    .as_ref()
+                    .map_or(std::time::Duration::from_secs(300), |r| r.timeout),
+                granules: settings.granules.clone(),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(check_service::run(options))
         }
         Command::Plan => {
             let settings = config::load(&layout)?;

@@ -547,7 +547,7 @@ pub enum Verify {
 
 /// `source.path`: a folder inside the repository, written as git names it (`a/b`). Leading and
 /// trailing slashes are forgiven; `..`, `.`, `.git` and absolute paths are not.
-fn service_folder(v: &str) -> Result<String, String> {
+pub fn service_folder(v: &str) -> Result<String, String> {
     let trimmed = v.trim_matches('/');
     let parts: Vec<&str> = trimmed.split('/').collect();
     let bad = parts.iter().find(|p| {

@@ -56,6 +56,9 @@ pub struct Dachs {
     /// The working directory of every command: DaCHS writes debugging files such as
     /// `badDocument.xml` there, and a failure to write one hides the real error.
     pub workdir: PathBuf,
+    /// `GAVOSETTINGS` for every command: another DaCHS instance than the system's (a scratch
+    /// one of `check-service`).
+    pub settings: Option<PathBuf>,
     /// Time spent inside DaCHS commands, for telling the agent's own cost apart.
     spent_us: AtomicU64,
     /// Commands started, for proving that an idle pass starts none.
@@ -133,6 +136,7 @@ impl Dachs {
             user,
             timeout,
             workdir,
+            settings: None,
             spent_us: AtomicU64::new(0),
             started: AtomicU64::new(0),
         }
@@ -195,6 +199,9 @@ impl Dachs {
                 }
             }
         }
+        if let Some(rc) = &self.settings {
+            c.env("GAVOSETTINGS", rc);
+        }
         c.args(args);
         c
     }
@@ -237,6 +244,18 @@ impl Dachs {
                 message: error_message(&run),
             }),
         }
+    }
+
+    /// Runs `dachs <args>` as the agent's own user: `dachs serve start` must run as root, which
+    /// drops to the server's account itself.
+    pub async fn run_unswitched(&self, args: &[&str]) -> Result<Run, DachsError> {
+        let mut c = Command::new(&self.bin);
+        if let Some(rc) = &self.settings {
+            c.env("GAVOSETTINGS", rc);
+        }
+        c.args(args);
+        self.finish(format!("dachs {}", args.join(" ")), c, self.timeout)
+            .await
     }
 
     /// Runs a program as the agent's own user (restarting the server needs root), with the

@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod gavo_rc;
 pub mod rd;
+pub mod scratch;
 pub mod tap;
 pub mod votable;
