@@ -59,24 +59,24 @@ fn random_hex() -> Result<String, ScratchError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The port of the installation's PostgreSQL: `PGPORT`, else the `port` of DaCHS's dsn file
-/// (in /var/gavo/etc, or a profile directory the operator made), else 5432.
+/// The port of the installation's PostgreSQL: `PGPORT`, else that of the cluster Debian's
+/// `pg_lsclusters` lists as online, else 5432.
 fn postgres_port() -> u16 {
-    let from_dsn = || {
-        ["/var/gavo/etc/dsn", "/etc/gavo-profiles/dsn"]
-            .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
-            .find_map(|text| {
-                text.lines().find_map(|l| {
-                    let (k, v) = l.split_once('=')?;
-                    (k.trim() == "port").then(|| v.trim().parse().ok())?
-                })
-            })
+    let online = || {
+        let out = Command::new("pg_lsclusters")
+            .arg("-h")
+            .current_dir("/")
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            (fields.get(3) == Some(&"online")).then(|| fields.get(2)?.parse().ok())?
+        })
     };
     std::env::var("PGPORT")
         .ok()
         .and_then(|p| p.parse().ok())
-        .or_else(from_dsn)
+        .or_else(online)
         .unwrap_or(5432)
 }
 
@@ -178,7 +178,7 @@ impl Scratch {
         };
         run(
             "createdb",
-            Command::new("runuser").args([
+            Command::new("runuser").current_dir("/").args([
                 "-u",
                 "postgres",
                 "--",

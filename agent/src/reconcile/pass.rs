@@ -210,7 +210,7 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
             }
             Brought {
                 resources: report.deployed,
-                failures: report.granules.failures,
+                report: report.granules,
             }
         }
         Err(e) => {
@@ -264,11 +264,11 @@ async fn deliver(cx: &PassContext<'_>, t: Target) -> Result<(), StageFailure> {
 }
 
 /// The granules the apply brought for the resources it deployed: the granule stage leaves those
-/// resources alone in the same pass, and reports what failed of them.
+/// resources alone in the same pass, and reports them with its own (their metrics are counted).
 #[derive(Default)]
 struct Brought {
     resources: Vec<String>,
-    failures: Vec<(String, crate::granules::GranuleError)>,
+    report: crate::granules::stage::Report,
 }
 
 /// [`granules`] for a revision whose service description is not loaded yet.
@@ -318,7 +318,14 @@ async fn granules(
     }
     let mut report = result.map_err(|e| fail(e.kind(), e.to_string()))?;
     count_granules(cx.metrics, &report);
-    report.failures.splice(0..0, brought.failures);
+    let b = brought.report;
+    report.failures.splice(0..0, b.failures);
+    report.imported.splice(0..0, b.imported);
+    report.refused.splice(0..0, b.refused);
+    report.added += b.added;
+    report.changed += b.changed;
+    report.vanished += b.vanished;
+    report.bytes += b.bytes;
     if !report.imported.is_empty() {
         tracing::info!(
             message_id = journal::IMPORT_FINISHED,
