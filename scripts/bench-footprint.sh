@@ -1,27 +1,48 @@
 #!/bin/bash
-# Idle memory of `vespa-agent run` beside prometheus-node-exporter (Debian), measured in the same
-# run on the same machine: the agent should cost no more than the exporter every node already has.
-# Prints a table of median RSS (and PSS) over several samples, idle and after 200 scrapes each.
+# Memory of `vespa-agent run` beside prometheus-node-exporter (Debian), measured in the same run on
+# the same machine: the agent should cost no more than the exporter every node already has. The
+# agent is as on a node: it follows a service repository (the example, as resource vb_footprint,
+# its granules from examples/granules) and has applied it to the harness's DaCHS.
+# Prints a table of median RSS (and PSS) over several samples, idle and after 200 scrapes each,
+# and SUMMARY lines for scripts/bench.sh.
 #   sudo bash scripts/bench-footprint.sh [SAMPLES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_root
 ensure_rust
-ensure_packages prometheus-node-exporter curl
+ensure_packages prometheus-node-exporter curl git
 SAMPLES=${1:-7}
+NAME=vb_footprint
 
-cargo build --release --locked -q
+cargo build --release --locked -q -p vespa-agent
+bash scripts/setup-dachs.sh >/dev/null
 T=$(mktemp -d)
-trap 'kill $AGENT $NODE 2>/dev/null || true; rm -rf "$T"' EXIT
+drop() {
+  runuser -u dachsroot -- dachs drop "$NAME/q" >/dev/null 2>&1 || true
+  rm -rf "/var/gavo/inputs/$NAME"
+}
+trap 'kill $AGENT $NODE 2>/dev/null || true; drop; rm -rf "$T"' EXIT
+drop
+# The example as the followed repository, as a provider's would be.
+mkdir -p "$T/repo/$NAME"
+sed "s/epnlab/$NAME/g" examples/service/epnlab/q.rd >"$T/repo/$NAME/q.rd"
+printf '[[resource]]\ndir = "%s"\n[[resource.collection]]\nname = "granules"\nsource = "%s"\ninclude = ["*.csv"]\n' \
+  "$NAME" "$PWD/examples/granules/epnlab" >"$T/repo/vespa-service.toml"
+git -C "$T/repo" init -q -b main
+git -C "$T/repo" add -A
+git -C "$T/repo" -c user.name=bench -c user.email=bench@example.org commit -q -m service
 AP=$((20000 + RANDOM % 5000)); NP=$((AP + 1))
 mkdir -p "$T/etc"
-printf '[agent]\nstate-dir = "%s/state"\n[http]\nlisten = "127.0.0.1:%s"\n[reconcile]\ninterval = "10s"\n' "$T" "$AP" >"$T/etc/agent.toml"
+printf '[agent]\nstate-dir = "%s/state"\n[http]\nlisten = "127.0.0.1:%s"\n[reconcile]\ninterval = "10s"\n[source]\nurl = "%s"\n' \
+  "$T" "$AP" "$T/repo" >"$T/etc/agent.toml"
 target/release/vespa-agent --config-dir "$T/etc" --vendor-config-dir "$T/x" --runtime-config-dir "$T/x" -q run &
 AGENT=$!
 prometheus-node-exporter --web.listen-address=127.0.0.1:$NP >/dev/null 2>&1 &
 NODE=$!
 wait_for_url "http://127.0.0.1:$AP/healthz" 10 || die "agent did not start"
+# Applied: /readyz answers 200 once DaCHS serves the followed commit.
+wait_for_url "http://127.0.0.1:$AP/readyz" 120 || die "the agent did not apply the example within 120 s"
 wait_for_url "http://127.0.0.1:$NP/metrics" 10 || die "node exporter did not start"
 sleep 3
 
@@ -47,3 +68,8 @@ printf '\n%-28s %12s %12s %16s %16s\n' "process (median of $SAMPLES)" "RSS idle"
 printf '%-28s %9s KiB %9s KiB %13s KiB %13s KiB\n' "vespa-agent run" "$a_rss" "$a_pss" "$a_rss2" "$a_pss2"
 printf '%-28s %9s KiB %9s KiB %13s KiB %13s KiB\n' "prometheus-node-exporter" "$n_rss" "$n_pss" "$n_rss2" "$n_pss2"
 printf '%-28s %12s %12s %16s %16s\n' "ratio agent / exporter" "$(ratio "$a_rss" "$n_rss")" "$(ratio "$a_pss" "$n_pss")" "$(ratio "$a_rss2" "$n_rss2")" "$(ratio "$a_pss2" "$n_pss2")"
+summary() { # measure agent anchor anchor_is unit
+  printf 'SUMMARY {"measure": "%s", "agent": %s, "anchor": %s, "anchor_is": "%s", "unit": "%s"}\n' "$@"
+}
+summary footprint_pss "$a_pss2" "$n_pss2" "prometheus-node-exporter after 200 scrapes" KiB
+summary footprint_rss "$a_rss2" "$n_rss2" "prometheus-node-exporter after 200 scrapes" KiB

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::dav::{DavServer, PASSWORD, USER};
-use harness::{env_usize as env, median};
+use harness::{env_usize as env, median, summary};
 use vespa_agent::granules::transfer::Limits;
 use vespa_agent::granules::{Job, sync};
 use vespa_agent::service::Collection;
@@ -100,6 +100,50 @@ fn rclone(dav: &DavServer, collection: &str, dest: &Path) -> Duration {
     took
 }
 
+/// `curl --parallel --parallel-max 4` over keep-alive, one process, of every file of the
+/// collection into `dest`: the server's own limit for 4 connections, without hashing; with
+/// `durable`, every file then fsynced (coreutils `sync FILE...`), the least a tool that keeps
+/// what it fetched must pay.
+fn curl(dav: &DavServer, collection: &str, dest: &Path, durable: bool) -> Duration {
+    std::fs::create_dir_all(dest).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dav.data(collection))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut config = String::new();
+    for n in &names {
+        config.push_str(&format!(
+            "url = \"{}/{n}\"\noutput = \"{}/{n}\"\n",
+            dav.url(collection),
+            dest.display()
+        ));
+    }
+    let config_file = dest.with_extension("curl");
+    std::fs::write(&config_file, config).unwrap();
+    let t = Instant::now();
+    let out = Command::new("curl")
+        .args(["-sSf", "--parallel", "--parallel-max", "4", "-u"])
+        .arg(format!("{USER}:{PASSWORD}"))
+        .arg("-K")
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if durable {
+        let ok = Command::new("sync")
+            .args(names.iter().map(|n| dest.join(n)))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    t.elapsed()
+}
+
 fn main() {
     assert!(
         Command::new("rclone")
@@ -118,26 +162,50 @@ fn main() {
     fill(&dav.data("large"), large, large_mb * 1024 * 1024);
     fill(&dav.data("rescan"), rescan, 100);
 
-    let scratch = tempfile::tempdir().unwrap();
+    // On the disk the agent writes to: /tmp may be memory, where fsync costs nothing.
+    let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let mut rows = Vec::new();
+    let mut limits = Vec::new();
     for (name, files, size) in [
         ("small", small, "10 KB"),
         ("large", large, &*format!("{large_mb} MB")),
     ] {
-        let (mut a, mut r) = (Vec::new(), Vec::new());
+        let (mut a, mut r, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..runs {
-            let d = scratch.path().join(format!("{name}-agent-{i}"));
-            a.push(agent(&dav, name, &d, Vec::new()).0);
-            std::fs::remove_dir_all(&d).unwrap();
-            let d = scratch.path().join(format!("{name}-rclone-{i}"));
-            r.push(rclone(&dav, name, &d));
-            std::fs::remove_dir_all(&d).unwrap();
+            let run = |what: &str| scratch.path().join(format!("{name}-{what}-{i}"));
+            a.push(agent(&dav, name, &run("agent"), Vec::new()).0);
+            r.push(rclone(&dav, name, &run("rclone")));
+            c.push(curl(&dav, name, &run("curl"), false));
+            d.push(curl(&dav, name, &run("durable"), true));
+            for what in ["agent", "rclone", "curl", "durable"] {
+                std::fs::remove_dir_all(run(what)).unwrap();
+            }
         }
-        rows.push((
-            format!("copy {files} files of {size}"),
-            median(a),
-            median(r),
-        ));
+        let (a, r, c, d) = (median(a), median(r), median(c), median(d));
+        rows.push((format!("copy {files} files of {size}"), a, r));
+        limits.push((format!("copy {files} files of {size}"), a, c, d));
+        let (measure, anchor, anchor_is) = match name {
+            "small" => ("small_files", c, "curl --parallel 4 over keep-alive"),
+            _ => (
+                "large_files",
+                d,
+                "curl --parallel 4, then fsync of every file",
+            ),
+        };
+        summary(
+            measure,
+            a.as_secs_f64(),
+            anchor.as_secs_f64(),
+            anchor_is,
+            "s",
+        );
+        summary(
+            &format!("{measure}_rclone"),
+            a.as_secs_f64(),
+            r.as_secs_f64(),
+            "rclone copy --transfers 4",
+            "s",
+        );
     }
     // Rescan: both hold the whole collection already; nothing changed at the source.
     let d_agent = scratch.path().join("rescan-agent");
@@ -174,4 +242,22 @@ fn main() {
     println!(
         "(the agent also computes and records a SHA-256 of every file; rclone's WebDAV backend has none to check)"
     );
+    println!();
+    println!(
+        "the same against the server's limit: curl --parallel --parallel-max 4, one process, keep-alive"
+    );
+    println!(
+        "{:<36} {:>12} {:>12} {:>14} {:>12} {:>12}",
+        "", "vespa-agent", "curl", "curl + fsync", "agent/curl", "agent/durable"
+    );
+    for (what, a, c, d) in limits {
+        println!(
+            "{what:<36} {:>10.2} s {:>10.2} s {:>12.2} s {:>12.2} {:>12.2}",
+            a.as_secs_f64(),
+            c.as_secs_f64(),
+            d.as_secs_f64(),
+            a.as_secs_f64() / c.as_secs_f64(),
+            a.as_secs_f64() / d.as_secs_f64()
+        );
+    }
 }

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::git::run_git;
-use harness::{Home, dachs_url, env_usize as env, median, require_dachs};
+use harness::{Home, dachs_url, env_usize as env, median, require_dachs, summary};
 
 const NAME: &str = "vb_import";
 const INPUTS: &str = "/var/gavo/inputs";
@@ -154,6 +154,13 @@ fn main() {
         agent.as_secs_f64(),
         alone.as_secs_f64(),
         agent.as_secs_f64() / alone.as_secs_f64()
+    );
+    summary(
+        "incremental_100k",
+        agent.as_secs_f64(),
+        alone.as_secs_f64(),
+        &format!("dachs imp -c of the same 10 files alone, at {n} granules"),
+        "s",
     );
     harness::remove_resource(NAME);
 }

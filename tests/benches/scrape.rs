@@ -72,6 +72,13 @@ fn main() {
                 pct(&e, 0.5),
                 pct(&e, 0.99)
             );
+            harness::summary(
+                "scrape_p50",
+                pct(&a, 0.5),
+                pct(&e, 0.5),
+                "prometheus-node-exporter",
+                "ms",
+            );
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -189,6 +189,18 @@ fn main() {
         "(git's CPU is the child process's; the agent's is its thread's, in a process already \
          running, as in the daemon)"
     );
+    for (measure, agent, git) in [
+        ("fetch_noop", &agent_noop, &git_noop),
+        ("fetch_new_commit", &agent_new, &git_new),
+    ] {
+        harness::summary(
+            measure,
+            agent.wall().as_secs_f64(),
+            git.wall().as_secs_f64(),
+            "git fetch",
+            "s",
+        );
+    }
 }
 
 /// Through the daemon: a new commit is pushed, the webhook posted, and `current` watched.

@@ -535,3 +535,17 @@ pub fn figure(line: &str) {
         let _ = writeln!(f, "{line}");
     }
 }
+
+/// One measure for `scripts/bench.sh`'s summary: a line `SUMMARY {json}` on stdout, the agent's
+/// figure beside its anchor's (the tool a user would otherwise use, or the physical limit), in
+/// `unit`; the script gathers them into one table and target/bench/summary.json.
+pub fn summary(measure: &str, agent: f64, anchor: f64, anchor_is: &str, unit: &str) {
+    let line = serde_json::json!({
+        "measure": measure,
+        "agent": agent,
+        "anchor": anchor,
+        "anchor_is": anchor_is,
+        "unit": unit,
+    });
+    println!("SUMMARY {line}");
+}

@@ -416,6 +416,7 @@ fn bench_wiped_var_gavo_agent_against_by_hand() {
     println!("| `vespa-agent rebuild` (the unit) | {a:.1} s | {agent:.1?} |");
     println!("| the same steps typed by hand, no thinking time | {h:.1} s | {by_hand:.1?} |");
     println!("| ratio agent / by hand | {:.2} | |", a / h);
+    harness::summary("rebuild", a, h, "the same steps typed by hand", "s");
 }
 
 /// The provider's CI recipe, examples/gitlab-ci.yml, on a Debian 12 that installed DaCHS and
