@@ -65,6 +65,7 @@ fn a_collection_in_nested_folders_converges_in_its_first_pass_on_a_fresh_node() 
     );
     repo.commit("a collection laid out in folders");
 
+    let mut last = None;
     for concurrency in [4, 16] {
         for run in 1..=RUNS {
             // A node where nothing of the resource exists yet: no directory, no table, no state.
@@ -97,8 +98,34 @@ fn a_collection_in_nested_folders_converges_in_its_first_pass_on_a_fresh_node() 
                     .join(folder(FILES - 1))
                     .is_dir()
             );
+            last = Some(home);
         }
     }
+
+    // Churn on the last node: a file in a new folder three deep, one changed, one gone.
+    let home = last.unwrap();
+    let deep = data.join("t9/n999/i999");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("g0999.csv"), csv(999, 0)).unwrap();
+    std::fs::write(data.join(folder(1)).join("g0001.csv"), csv(1, 1)).unwrap();
+    std::fs::remove_file(data.join(folder(2)).join("g0002.csv")).unwrap();
+    for r in 0..ROWS_PER_FILE {
+        expected.insert(format!("c0999r{r}"), "v0".to_owned());
+        expected.insert(format!("c0001r{r}"), "v1".to_owned());
+        expected.remove(&format!("c0002r{r}"));
+    }
+    let out = home.output(&["sync"]);
+    assert_eq!(out.code(), 0, "the churn: {out:?}");
+    assert_eq!(served(NAME).as_ref(), Ok(&expected), "after the churn");
+    // A broken RD: refused, and every folder's granules keep being served.
+    repo.write(
+        &rd_path,
+        &recursive.replace(r#"recurse="True""#, r#"recurse="perhaps""#),
+    );
+    repo.commit("a broken attribute");
+    let out = home.output(&["sync"]);
+    assert_ne!(out.code(), 0, "a broken RD was applied: {out:?}");
+    assert_eq!(served(NAME).as_ref(), Ok(&expected), "after the refusal");
     remove_resource(NAME);
 }
 
