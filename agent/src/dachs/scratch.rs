@@ -160,6 +160,8 @@ impl Scratch {
                 .arg(&root)
                 .arg(&etc),
         )?;
+        // It holds the instance's admin password: its account and the server's group only.
+        run("chmod", Command::new("chmod").arg("0640").arg(&rc))?;
         let mut dachs = Dachs::new(
             bin.to_owned(),
             user.to_owned(),
