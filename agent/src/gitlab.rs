@@ -113,12 +113,7 @@ impl Reporter {
 /// The description GitLab shows: one line, at most 255 characters.
 pub fn description(text: &str) -> String {
     let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() <= DESCRIPTION_MAX {
-        return one_line;
-    }
-    let mut cut: String = one_line.chars().take(DESCRIPTION_MAX - 1).collect();
-    cut.push('…');
-    cut
+    crate::text::bounded(one_line, DESCRIPTION_MAX)
 }
 
 /// `/projects/<id or url-encoded path>/statuses/<sha>`.

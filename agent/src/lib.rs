@@ -30,8 +30,9 @@
 //! - [`metrics`]: what Prometheus reads.
 //! - [`config`]: configuration files -> merged values with their origins -> validated settings.
 //! - [`systemd`], [`logging`], [`journald`], [`journal`]: sd_notify and the journal.
-//! - [`xml`]: what the parsers of outside XML share; [`node`]: the node's free space, memory
-//!   and load, as far as DaCHS's health depends on them.
+//! - [`text`]: outside text kept within bounds; [`xml`]: what the parsers of outside XML
+//!   share; [`node`]: the node's free space, memory and load, as far as DaCHS's health depends
+//!   on them.
 
 pub mod apply;
 pub mod cli;
@@ -59,6 +60,7 @@ pub mod service;
 pub mod source;
 pub mod state;
 pub mod systemd;
+pub mod text;
 pub mod watch;
 pub mod xml;
 

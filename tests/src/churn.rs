@@ -18,6 +18,14 @@ pub const ROWS_PER_FILE: usize = 3;
 pub const MANIFEST: &str = "MANIFEST.sha256";
 const INPUTS: &str = "/var/gavo/inputs";
 
+/// The example's RD, its schema and directory named `name`.
+pub fn example_rd(name: &str) -> String {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/service/epnlab/q.rd");
+    std::fs::read_to_string(example)
+        .unwrap()
+        .replace("epnlab", name)
+}
+
 /// The example's header line and one row to vary.
 pub fn csv(file: u32, version: u32) -> String {
     let example =
@@ -233,10 +241,7 @@ impl World {
         let git = GitServer::start()?;
         let dav = DavServer::start()?;
         remove_resource(name);
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/service/epnlab/q.rd");
-        let rd = std::fs::read_to_string(example)
-            .unwrap()
-            .replace("epnlab", name);
+        let rd = example_rd(name);
         let service = format!(
             "[[resource]]\ndir = \"{name}\"\n\n[[resource.collection]]\nname = \"granules\"\n\
              source = \"{}\"\ncredential = \"b2safe\"\ninclude = [\"*.csv\"]\n\

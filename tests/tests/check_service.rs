@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use harness::churn::example_rd;
 use harness::git::LocalRepo;
 use harness::*;
 
@@ -59,13 +60,6 @@ fn junit_counts(xml: &str) -> (usize, usize, usize, usize) {
     (n[0], n[1], n[2], n[3])
 }
 
-fn example_rd() -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/service/epnlab/q.rd"),
-    )
-    .unwrap()
-}
-
 /// The example with its collection read from the example granules in this checkout.
 fn example_repo() -> LocalRepo {
     let repo = LocalRepo::new();
@@ -104,7 +98,7 @@ fn the_example_passes_and_each_broken_case_is_named_where_it_is() {
     assert_eq!(out.code(), 0, "the example with a sample: {out:?}");
     assert_eq!(junit_counts(&xml), (5, 0, 0, 0), "{xml}");
 
-    let rd = example_rd();
+    let rd = example_rd("epnlab");
     let toml = std::fs::read_to_string(repo.path().join("vespa-service.toml")).unwrap();
     let bogus_line = rd
         .lines()
@@ -200,7 +194,7 @@ fn regression_suites_and_service_folders() {
     let repo = example_repo();
     let toml = std::fs::read_to_string(repo.path().join("vespa-service.toml")).unwrap();
     let suite = |min: usize| {
-        example_rd().replace(
+        example_rd("epnlab").replace(
             "</resource>",
             &format!(
                 r#"  <regSuite title="checks">

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use harness::churn::{ROWS_PER_FILE, csv, served};
+use harness::churn::{ROWS_PER_FILE, csv, example_rd, served};
 use harness::dav::{DavServer, PASSWORD, USER};
 use harness::git::LocalRepo;
 use harness::*;
@@ -133,10 +133,7 @@ fn a_collection_in_nested_folders_converges_in_its_first_pass_on_a_fresh_node() 
 /// providers' RDs name their input: full (`<sources>` with the file's name, no `updating`, no
 /// prune step) or incremental (the example's updating data, its pattern naming one file).
 fn literal_rd(name: &str, file: &str, full: bool) -> String {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/service/epnlab/q.rd");
-    let rd = std::fs::read_to_string(example)
-        .unwrap()
-        .replace("epnlab", name);
+    let rd = example_rd(name);
     if !full {
         return rd.replace(
             r#"<sources pattern="data/*.csv">"#,
@@ -431,10 +428,7 @@ fn a_service_folder_inside_a_larger_repository() {
 /// wants at least `min` granules, one tagged for another environment that always fails (it must
 /// never run here), and `extra` inside the suite.
 fn rd_with_suite(name: &str, min: usize, extra: &str) -> String {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/service/epnlab/q.rd");
-    let rd = std::fs::read_to_string(example)
-        .unwrap()
-        .replace("epnlab", name);
+    let rd = example_rd(name);
     let suite = format!(
         r#"
   <regSuite title="{name} regression">
@@ -636,13 +630,9 @@ fn a_repository_of_several_resources_shaped_as_providers_have_them() {
 
     let repo = LocalRepo::new();
     repo.run(&["rm", "-rq", "epnlab"]);
-    let example = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/service/epnlab/q.rd"),
-    )
-    .unwrap();
     repo.write(
         &format!("{NAMES}/q.rd"),
-        &example.replace("epnlab", NAMES).replace(
+        &example_rd(NAMES).replace(
             r#"<sources pattern="data/*.csv">"#,
             r#"<sources pattern="data/*.csv" recurse="True">"#,
         ),
@@ -662,7 +652,7 @@ fn a_repository_of_several_resources_shaped_as_providers_have_them() {
     <make table="targets"/>
   </data>
 </resource>"#;
-    let two_rd = example.replace("epnlab", TWO).replace("</resource>", view);
+    let two_rd = example_rd(TWO).replace("</resource>", view);
     repo.write(&format!("{TWO}/q.rd"), &two_rd);
     repo.write(&format!("{BIG}/q.rd"), &literal_rd(BIG, "big.csv", true));
     repo.write(

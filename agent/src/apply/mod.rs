@@ -416,7 +416,7 @@ async fn deploy(
         cx.dachs.drop_rd(&rd).await.map_err(|e| ("import", e))?;
     }
     progress.imported = true;
-    let skipped = match import(cx, res, &rd).await {
+    let imported = match import(cx, res, &rd).await {
         Ok(s) => s,
         // The files the import wanted may be the ones that could not come: not the commit's
         // fault until they can.
@@ -444,7 +444,8 @@ async fn deploy(
         .await
         .map_err(|m| local_step("health", m))?;
     regression::gate(cx, res, &src.join(rd_file(res)), sha).await?;
-    intake::settle(cx, res, sha, &skipped, granules).map_err(|m| local_step("granules", m))
+    let Imported { records, skipped } = imported;
+    intake::settle(cx, res, sha, records, &skipped, granules).map_err(|m| local_step("granules", m))
 }
 
 /// A `dachs val` failure as the provider knows the files: `<dir>/q.rd:35:89` in the repository,
@@ -510,16 +511,20 @@ pub async fn health(cx: &ApplyContext<'_>, tables: &[String]) -> Result<(), Stri
     Ok(())
 }
 
-/// `dachs imp` of a deployed resource; what it skipped of the granule files (path, reason).
-/// With granule collections the import goes on past bad files (`-c`) and [`intake::judge`]
-/// decides whether what it skipped makes the commit a broken one; without, any failure is.
-async fn import(
-    cx: &ApplyContext<'_>,
-    res: &Resource,
-    rd: &str,
-) -> Result<Vec<(String, String)>, DachsError> {
+/// What a deploy's import did with the granule files: the records it met, and what it skipped
+/// of them (path, reason).
+#[derive(Default)]
+struct Imported {
+    records: Vec<crate::state::GranuleRecord>,
+    skipped: Vec<(String, String)>,
+}
+
+/// `dachs imp` of a deployed resource. With granule collections the import goes on past bad
+/// files (`-c`) and [`intake::judge`] decides whether what it skipped makes the commit a broken
+/// one; without, any failure is.
+async fn import(cx: &ApplyContext<'_>, res: &Resource, rd: &str) -> Result<Imported, DachsError> {
     if res.collections.is_empty() {
-        return cx.dachs.import(rd).await.map(|()| Vec::new());
+        return cx.dachs.import(rd).await.map(|()| Imported::default());
     }
     let failed = |message: String| DachsError::Failed {
         command: format!("dachs imp -c {rd}"),
@@ -532,7 +537,7 @@ async fn import(
     if known > 0 {
         tracing::info!(resource = %res.dir, skipped = known, "the import skipped granule files; they stay failed, the others are in");
     }
-    Ok(skipped)
+    Ok(Imported { records, skipped })
 }
 
 /// Puts back the files of the revision the resource was deployed from (or removes a resource

@@ -16,7 +16,7 @@ use anyhow::Context;
 
 use super::junit::{self, Case, Outcome};
 use crate::config::GranuleSettings;
-use crate::dachs::cli::judge_val;
+use crate::dachs::cli::DachsError;
 use crate::dachs::rd;
 use crate::dachs::scratch::Scratch;
 use crate::files::{self, Owner};
@@ -232,8 +232,9 @@ async fn validate(
         checks.add(name, t, Outcome::Error(e.to_string()));
         return false;
     }
-    let verdict = match scratch.dachs.run(&["val", &res.rd_id()]).await {
-        Ok(run) => judge_val(&run),
+    let verdict = match scratch.dachs.validate(&res.rd_id()).await {
+        Ok(()) => Ok(()),
+        Err(DachsError::Failed { message, .. }) => Err(message),
         Err(e) => {
             checks.add(name, t, Outcome::Error(e.to_string()));
             return false;
@@ -435,10 +436,7 @@ async fn regression(
     res: &Resource,
 ) {
     let xml = std::fs::read_to_string(root.join(rd_name(res))).unwrap_or_default();
-    let tests: usize = rd::regression_suites(&xml, &o.regression_tag)
-        .iter()
-        .map(|s| s.tests)
-        .sum();
+    let tests = rd::regression_test_count(&xml, &o.regression_tag);
     if tests == 0 {
         return;
     }

@@ -199,11 +199,16 @@ impl Dachs {
                 }
             }
         }
+        self.instance(&mut c);
+        c.args(args);
+        c
+    }
+
+    /// Points a `dachs` command at this instance's gavo.rc, when it is not the system's.
+    fn instance(&self, c: &mut Command) {
         if let Some(rc) = &self.settings {
             c.env("GAVOSETTINGS", rc);
         }
-        c.args(args);
-        c
     }
 
     /// Runs `dachs <args>` and returns what it did, whatever its exit code.
@@ -250,9 +255,7 @@ impl Dachs {
     /// drops to the server's account itself.
     pub async fn run_unswitched(&self, args: &[&str]) -> Result<Run, DachsError> {
         let mut c = Command::new(&self.bin);
-        if let Some(rc) = &self.settings {
-            c.env("GAVOSETTINGS", rc);
-        }
+        self.instance(&mut c);
         c.args(args);
         self.finish(format!("dachs {}", args.join(" ")), c, self.timeout)
             .await
@@ -400,12 +403,15 @@ pub struct Regression {
 impl Regression {
     /// The failures in one bounded message.
     pub fn message(&self) -> String {
-        bounded(format!(
-            "{} of {} regression tests failed: {}",
-            self.bad,
-            self.total,
-            self.failed.join("; ")
-        ))
+        crate::text::bounded(
+            format!(
+                "{} of {} regression tests failed: {}",
+                self.bad,
+                self.total,
+                self.failed.join("; ")
+            ),
+            MESSAGE_MAX,
+        )
     }
 }
 
@@ -458,17 +464,7 @@ pub const MESSAGE_MAX: usize = 2000;
 /// word, kept whole across the blank lines between its paragraphs ("While parsing source ...,
 /// near start:", then the cause); at most [`MESSAGE_MAX`] characters.
 pub fn error_message(run: &Run) -> String {
-    bounded(dachs_words(run))
-}
-
-/// At most [`MESSAGE_MAX`] characters, a cut marked.
-fn bounded(message: String) -> String {
-    if message.chars().count() <= MESSAGE_MAX {
-        return message;
-    }
-    let mut cut: String = message.chars().take(MESSAGE_MAX - 1).collect();
-    cut.push('…');
-    cut
+    crate::text::bounded(dachs_words(run), MESSAGE_MAX)
 }
 
 fn dachs_words(run: &Run) -> String {

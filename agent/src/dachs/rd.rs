@@ -170,6 +170,11 @@ pub fn regression_suites(xml: &str, tag: &str) -> Vec<Suite> {
     suites
 }
 
+/// How many tests `dachs test -t <tag>` would run of the RD's suites.
+pub fn regression_test_count(xml: &str, tag: &str) -> usize {
+    regression_suites(xml, tag).iter().map(|s| s.tests).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,8 @@
 //! `dachs imp -c` for each resource whose granules changed (or are still waiting for an import
 //! that failed before), and each granule's import state recorded.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,6 +101,22 @@ pub fn job(
         limits: super::transfer::Limits::from_settings(settings),
         progress: None,
     })
+}
+
+/// Where a granule of `res` (deployed in `resource_dir`) is on disk: DaCHS names the files it
+/// skips so.
+pub fn file_of(res: &Resource, resource_dir: &Path, g: &GranuleRecord) -> Option<PathBuf> {
+    let c = res.collections.iter().find(|c| c.name == g.collection)?;
+    Some(resource_dir.join(&c.target).join(&g.path))
+}
+
+/// Granule records split into those waiting for an import and those on disk already
+/// (imported, or refused by an import: they have a checksum); those refused before they came
+/// are neither.
+pub fn split(records: Vec<GranuleRecord>) -> (Vec<GranuleRecord>, Vec<GranuleRecord>) {
+    let (pending, rest): (Vec<_>, Vec<_>) = records.into_iter().partition(|g| g.state == "pending");
+    let on_disk = rest.into_iter().filter(|g| !g.sha256.is_empty()).collect();
+    (pending, on_disk)
 }
 
 /// Whether the resource's RD, as deployed in `resource_dir`, imports only new and changed files.
@@ -334,18 +351,11 @@ impl Stage<'_> {
         &self,
         res: &Resource,
     ) -> Result<(Vec<GranuleRecord>, Vec<GranuleRecord>), GranuleError> {
-        let mut pending: Vec<GranuleRecord> = Vec::new();
-        let mut on_disk: Vec<GranuleRecord> = Vec::new();
+        let mut all = Vec::new();
         for c in &res.collections {
-            for g in store(self.store, |s| s.granules(&res.dir, &c.name))? {
-                if g.state == "pending" {
-                    pending.push(g);
-                } else if !g.sha256.is_empty() {
-                    on_disk.push(g);
-                }
-            }
+            all.extend(store(self.store, |s| s.granules(&res.dir, &c.name))?);
         }
-        Ok((pending, on_disk))
+        Ok(split(all))
     }
 
     /// One `dachs imp -c` of the resource, then each file's outcome recorded. A failed import
@@ -385,14 +395,14 @@ impl Stage<'_> {
         skipped: &[(String, String)],
         report: &mut Report,
     ) -> Result<(), GranuleError> {
+        let refused: HashMap<&Path, &String> =
+            skipped.iter().map(|(p, why)| (Path::new(p), why)).collect();
         for g in &mut pending {
             let c = res.collections.iter().find(|c| c.name == g.collection);
-            let abs = c.map(|c| resource_dir.join(&c.target).join(&g.path));
-            let refusal = skipped
-                .iter()
-                .find(|(p, _)| abs.as_ref().is_some_and(|a| Path::new(p) == a));
+            let refusal =
+                file_of(res, resource_dir, g).and_then(|f| refused.get(f.as_path()).copied());
             match refusal {
-                Some((_, reason)) => {
+                Some(reason) => {
                     tracing::warn!(message_id = crate::journal::GRANULE_REFUSED, resource = %res.dir, granule = %g.path, reason = %reason, "the import refused a granule file; the others are in");
                     report.refused.push((
                         format!("{}/{}/{}", res.dir, g.collection, g.path),
