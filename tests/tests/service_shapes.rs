@@ -232,7 +232,7 @@ fn an_rd_under_which_no_granule_imports_is_a_broken_commit() {
     if !require_dachs() {
         return;
     }
-    const NAME: &str = "vt_broken";
+    const NAME: &str = "vt_noimport";
     let source = tempfile::tempdir().unwrap();
     std::fs::write(source.path().join("granules.csv"), csv(0, 0)).unwrap();
     std::fs::write(source.path().join("extra.csv"), csv(1, 0)).unwrap();
