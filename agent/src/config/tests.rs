@@ -513,3 +513,30 @@ fn the_service_folder_stays_inside_the_repository() {
         );
     }
 }
+
+#[test]
+fn the_regression_gate_is_checked_where_it_is_written() {
+    let d = Dir::new();
+    let gate = d.load().unwrap().dachs.regression.unwrap();
+    assert_eq!((gate.tag.as_str(), gate.timeout.as_secs()), ("deploy", 300));
+    d.write("etc/agent.toml", "[dachs]\nregression-tests = false\n");
+    assert_eq!(d.load().unwrap().dachs.regression, None);
+    for (bad, key) in [
+        (
+            "regression-tag = \"deploy; rm -rf /\"",
+            "dachs.regression-tag",
+        ),
+        ("regression-tag = \"a b\"", "dachs.regression-tag"),
+        ("regression-timeout = \"1s\"", "dachs.regression-timeout"),
+        ("regression-timeout = \"2h\"", "dachs.regression-timeout"),
+        ("regression-tests = \"perhaps\"", "dachs.regression-tests"),
+    ] {
+        let d = Dir::new();
+        let f = d.write("etc/agent.toml", &format!("[dachs]\n{bad}\n"));
+        let e = d.error();
+        assert!(
+            e.starts_with(&format!("{}:2:", f.display())) && e.contains(key),
+            "{bad}: {e}"
+        );
+    }
+}
