@@ -6,6 +6,7 @@
 # Prints a table of median RSS (and PSS) over several samples, idle and after 200 scrapes each,
 # and SUMMARY lines for scripts/bench.sh.
 #   sudo bash scripts/bench-footprint.sh [SAMPLES]
+# VESPA_AGENT_BIN=PATH measures that binary instead of a fresh release build (to compare builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -15,7 +16,11 @@ ensure_packages prometheus-node-exporter curl git
 SAMPLES=${1:-7}
 NAME=vb_footprint
 
-cargo build --release --locked -q -p vespa-agent
+AGENT_BIN=${VESPA_AGENT_BIN:-}
+if [ -z "$AGENT_BIN" ]; then
+  cargo build --release --locked -q -p vespa-agent
+  AGENT_BIN=target/release/vespa-agent
+fi
 bash scripts/setup-dachs.sh >/dev/null
 T=$(mktemp -d)
 drop() {
@@ -36,7 +41,7 @@ AP=$((20000 + RANDOM % 5000)); NP=$((AP + 1))
 mkdir -p "$T/etc"
 printf '[agent]\nstate-dir = "%s/state"\n[http]\nlisten = "127.0.0.1:%s"\n[reconcile]\ninterval = "10s"\n[source]\nurl = "%s"\n' \
   "$T" "$AP" "$T/repo" >"$T/etc/agent.toml"
-target/release/vespa-agent --config-dir "$T/etc" --vendor-config-dir "$T/x" --runtime-config-dir "$T/x" -q run &
+"$AGENT_BIN" --config-dir "$T/etc" --vendor-config-dir "$T/x" --runtime-config-dir "$T/x" -q run &
 AGENT=$!
 prometheus-node-exporter --web.listen-address=127.0.0.1:$NP >/dev/null 2>&1 &
 NODE=$!
@@ -62,6 +67,19 @@ for ((i = 0; i < 200; i++)); do
 done
 read -r a_rss2 a_pss2 < <(sample $AGENT)
 read -r n_rss2 n_pss2 < <(sample $NODE)
+
+# Where the agent's memory goes: PSS by mapping (its binary, heap, anonymous, each library) and
+# its threads, so that a cut can be aimed and its gain seen.
+detail() { # PID
+  echo
+  echo "where the agent's PSS goes (KiB); its threads: $(cat /proc/$1/task/*/comm | sort | uniq -c | xargs)"
+  awk '/^[0-9a-f]+-[0-9a-f]+ / { name = ($6 == "" ? "[anonymous]" : $6 ~ /vespa-agent$/ ? "(the agent binary)" : $6) }
+       $1 == "Pss:" { pss[name] += $2 }
+       $1 == "Private_Dirty:" { dirty[name] += $2 }
+       END { for (n in pss) if (pss[n] > 0) printf "%8d %8d  %s\n", pss[n], dirty[n], n }' "/proc/$1/smaps" |
+    sort -rn | head -12 | awk 'BEGIN { print "     PSS    dirty  mapping" } { print }'
+}
+detail $AGENT
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 printf '\n%-28s %12s %12s %16s %16s\n' "process (median of $SAMPLES)" "RSS idle" "PSS idle" "RSS 200 scrapes" "PSS 200 scrapes"

@@ -126,11 +126,7 @@ pub fn endpoint(g: &GitlabSettings, sha: &str) -> String {
 
 async fn post(g: &GitlabSettings, sha: &str, state: State, text: &str) -> Result<(), ReportError> {
     let token = g.token_file.read().map_err(ReportError::Token)?;
-    let client = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .user_agent(concat!("vespa-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| ReportError::Http(e.to_string()))?;
+    let client = crate::outbound::client(TIMEOUT, TIMEOUT).map_err(ReportError::Http)?;
     let url = endpoint(g, sha);
     let resp = client
         .post(&url)

@@ -23,12 +23,14 @@
 //!   durable placing), below both [`apply`] and [`granules`].
 //! - [`dachs`]: the local DaCHS server (`dachs` commands, RDs, TAP queries, gavo.rc).
 //! - [`gitlab`]: commit statuses reported to GitLab.
+//! - [`outbound`]: the HTTP clients towards other servers, sharing one TLS configuration.
 //! - [`source`]: the service repository (fetch, verify, revisions).
 //! - [`service`]: the vespa-service.toml contract.
 //! - [`state`]: the SQLite state store (passes, commits, resources, granules, rebuilds).
 //! - [`runtime`]: the live status shared by the loop, the endpoints and the watchdog.
 //! - [`metrics`]: what Prometheus reads.
 //! - [`config`]: configuration files -> merged values with their origins -> validated settings.
+//! - [`heap`]: the daemon's heap kept to what it uses.
 //! - [`systemd`], [`logging`], [`journald`], [`journal`]: sd_notify and the journal.
 //! - [`text`]: outside text kept within bounds; [`xml`]: what the parsers of outside XML
 //!   share; [`node`]: the node's free space, memory and load, as far as DaCHS's health depends
@@ -45,6 +47,7 @@ pub mod exit;
 pub mod files;
 pub mod gitlab;
 pub mod granules;
+pub mod heap;
 pub mod hooks;
 pub mod http;
 pub mod journal;
@@ -52,6 +55,7 @@ pub mod journald;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod outbound;
 pub mod rebuild;
 pub mod rebuild_policy;
 pub mod reconcile;

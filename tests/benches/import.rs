@@ -139,6 +139,18 @@ fn main() {
     }
     assert_eq!(count(), (n + 20 * runs).to_string());
 
+    // Where a pass's time goes: one more pass of 10 granules, untimed, with the agent's debug
+    // log (timestamps per step) kept for reading.
+    write_granules(collection.path(), runs * 10, runs * 10 + 10, "a");
+    let out = home
+        .command(&["sync"])
+        .env("VESPA_AGENT_LOG", "debug")
+        .output()
+        .unwrap();
+    let log = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/import-pass.log");
+    let _ = std::fs::create_dir_all(log.parent().unwrap());
+    std::fs::write(&log, &out.stderr).unwrap();
+
     let (agent, alone) = (median(agent), median(alone));
     println!();
     println!("granules into DaCHS ({n} granules, medians of {runs} runs where repeated)");
@@ -155,6 +167,7 @@ fn main() {
         alone.as_secs_f64(),
         agent.as_secs_f64() / alone.as_secs_f64()
     );
+    println!("(the debug log of one more such pass: {})", log.display());
     summary(
         "incremental_100k",
         agent.as_secs_f64(),

@@ -265,8 +265,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run => {
             let settings = config::load(&layout)?;
+            crate::heap::limit_arenas();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
+                // Blocking threads (transfers, git, the state store) live for a pass, not ten
+                // seconds past it: an idle daemon keeps only its two workers' stacks.
+                .thread_keep_alive(std::time::Duration::from_secs(2))
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;

@@ -34,10 +34,7 @@ fn fetch_daemon(settings: &Settings) -> Result<StatusReport, String> {
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = crate::outbound::client(Duration::from_secs(3), Duration::from_secs(3))?;
         let addr = local_addr(settings.http_listen);
         let resp = client.get(&url).send().await.map_err(|e| {
             if e.is_connect() {

@@ -46,12 +46,8 @@ pub struct TapClient {
 impl TapClient {
     /// `base` is DaCHS's root URL (`dachs.url`); the TAP service is `<base>/tap`.
     pub fn new(base: &str, timeout: Duration) -> TapClient {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("vespa-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("a client with only timeouts set always builds");
+        let http = crate::outbound::client(timeout, timeout.min(Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("the TAP client cannot be built: {e}"));
         TapClient {
             http,
             sync_url: format!("{base}/tap/sync"),

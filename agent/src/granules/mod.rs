@@ -101,11 +101,7 @@ pub struct Entry {
 pub(crate) fn http_client(
     timeout: std::time::Duration,
 ) -> Result<reqwest::blocking::Client, GranuleError> {
-    reqwest::blocking::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
-        .user_agent(concat!("vespa-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
+    crate::outbound::blocking_client(timeout, timeout.min(std::time::Duration::from_secs(10)))
         .map_err(|e| GranuleError::Source(format!("HTTP client: {e}")))
 }
 

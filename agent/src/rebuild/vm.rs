@@ -68,11 +68,7 @@ async fn json_of(what: &str, resp: reqwest::Response) -> Result<Value, VmError> 
 }
 
 pub async fn rebuild(o: &OpenstackSettings, reason: &str, dry_run: bool) -> Result<Plan, VmError> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("vespa-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
+    let http = crate::outbound::client(Duration::from_secs(30), Duration::from_secs(5))
         .map_err(|e| api("HTTP client", e))?;
 
     // 1. Who am I: the metadata service, reachable only from inside the VM.

@@ -123,6 +123,7 @@ impl Reconciler {
             self.runtime.beat();
             let retry = self.runtime.take_retry();
             let ok = self.pass(trigger, retry, &shutdown).await == Outcome::Success;
+            crate::heap::trim();
             if shutdown.is_cancelled() {
                 return;
             }
