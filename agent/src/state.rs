@@ -541,6 +541,16 @@ impl StateStore {
         granules(&self.conn, resource, collection).map_err(|e| self.err(e))
     }
 
+    /// Only the collection's granules waiting for an import: what an incremental import reads,
+    /// without loading every record of a collection of 100,000.
+    pub fn pending_granules(
+        &self,
+        resource: &str,
+        collection: &str,
+    ) -> Result<Vec<GranuleRecord>, StateError> {
+        pending_granules(&self.conn, resource, collection).map_err(|e| self.err(e))
+    }
+
     pub fn put_granule(&self, g: &GranuleRecord) -> Result<(), StateError> {
         self.put_granules(std::slice::from_ref(g))
     }
@@ -766,11 +776,29 @@ fn granules(
     resource: &str,
     collection: &str,
 ) -> rusqlite::Result<Vec<GranuleRecord>> {
+    granules_in(conn, resource, collection, None)
+}
+
+fn pending_granules(
+    conn: &Connection,
+    resource: &str,
+    collection: &str,
+) -> rusqlite::Result<Vec<GranuleRecord>> {
+    granules_in(conn, resource, collection, Some("pending"))
+}
+
+/// A collection's granule records, all or those in one state, in path order.
+fn granules_in(
+    conn: &Connection,
+    resource: &str,
+    collection: &str,
+    state: Option<&str>,
+) -> rusqlite::Result<Vec<GranuleRecord>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {GRANULE_COLUMNS} FROM granules
-         WHERE resource = ?1 AND collection = ?2 ORDER BY path"
+         WHERE resource = ?1 AND collection = ?2 AND (?3 IS NULL OR state = ?3) ORDER BY path"
     ))?;
-    let rows = stmt.query_map(params![resource, collection], granule_row)?;
+    let rows = stmt.query_map(params![resource, collection, state], granule_row)?;
     rows.collect()
 }
 
@@ -1149,7 +1177,25 @@ mod tests {
         };
         s.put_granule(&g).unwrap();
         assert_eq!(s.resources().unwrap(), [r]);
-        assert_eq!(s.granules("epnlab", "granules").unwrap(), [g]);
+        assert_eq!(
+            s.granules("epnlab", "granules").unwrap(),
+            std::slice::from_ref(&g)
+        );
+        // An incremental import loads only what waits for it.
+        assert!(s.pending_granules("epnlab", "granules").unwrap().is_empty());
+        let waiting = GranuleRecord {
+            path: "h.csv".into(),
+            state: "pending".into(),
+            ..g.clone()
+        };
+        s.put_granule(&waiting).unwrap();
+        assert_eq!(
+            s.pending_granules("epnlab", "granules").unwrap(),
+            std::slice::from_ref(&waiting)
+        );
+        assert_eq!(s.granules("epnlab", "granules").unwrap(), [g, waiting]);
+        s.remove_granules("epnlab", "granules", &["h.csv".to_owned()])
+            .unwrap();
         assert_eq!(s.granule_counts().unwrap(), [("imported".to_owned(), 1)]);
         s.remove_resource("epnlab").unwrap();
         assert!(s.resources().unwrap().is_empty());

@@ -202,7 +202,9 @@ impl Stage<'_> {
         let label = format!("{}/{}", res.dir, c.name);
         self.runtime
             .set_activity(format!("syncing granules of {label}"));
+        let started = std::time::Instant::now();
         let known = store(self.store, |s| s.granules(&res.dir, &c.name))?;
+        tracing::debug!(collection = %label, records = known.len(), seconds = started.elapsed().as_secs_f64(), "granule records loaded");
         let owner = Owner::of(&self.dachs.user);
         let synced = match job(
             resource_dir,
@@ -323,11 +325,23 @@ impl Stage<'_> {
         resource_dir: &Path,
         changed: bool,
     ) -> Result<Option<Vec<GranuleRecord>>, GranuleError> {
-        let (mut pending, mut on_disk) = self.records(res)?;
+        // An incremental import reads the pending files only: their records alone are loaded.
+        let incremental = incremental(resource_dir, res);
+        let (mut pending, mut on_disk) = if incremental {
+            let mut pending = Vec::new();
+            for c in &res.collections {
+                pending.extend(store(self.store, |s| {
+                    s.pending_granules(&res.dir, &c.name)
+                })?);
+            }
+            (pending, Vec::new())
+        } else {
+            self.records(res)?
+        };
         if !changed && pending.is_empty() {
             return Ok(None);
         }
-        if incremental(resource_dir, res) {
+        if incremental {
             self.runtime.set_activity(format!(
                 "importing {} new or changed granule files of {}",
                 pending.len(),
