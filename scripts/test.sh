@@ -24,6 +24,13 @@ mkdir -p "$T/logs"
 rm -f target/vespa-proof.txt
 START=$SECONDS
 status=0
+# One build from a clean checkout gains nothing from incremental caches, which cost disk.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+# CI's disk is shared with other machines and has been nearly full: say how much there was, so
+# that a failure for want of space reads as such (the run itself needs about 4 GB).
+disk_free() { df -h --output=avail . | tail -1 | tr -d ' '; }
+DISK_AT_START=$(disk_free)
+log "disk: $DISK_AT_START free at the start"
 
 # At the end, pass or fail: the proof's figures and where the time went.
 report() {
@@ -32,6 +39,8 @@ report() {
     cat target/vespa-proof.txt
   fi
   log "where the time went: $((SECONDS - START)) s in all"
+  echo "disk: $DISK_AT_START free at the start, $(disk_free) at the end;" \
+    "target/ $(du -sh target 2>/dev/null | cut -f1), fuzz/target/ $(du -sh fuzz/target 2>/dev/null | cut -f1)"
   awk -F'\t' '{ printf "%-58s %6s s  rc %s\n", $1, $2, $3 }' "$T/steps.tsv"
   if [ -s "$T/binaries.tsv" ]; then
     printf '\nthe longest test binaries (all in %s/binaries.tsv, the slowest tests above):\n' "$T"

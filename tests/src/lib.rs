@@ -138,6 +138,13 @@ impl Home {
                 h.path("state").display()
             ),
         );
+        // The lowest layer, so that a test's own `[granules]` overrides it. The default reserve
+        // (1G) refused every transfer on a CI machine whose shared disk had 0.9 GB free; the
+        // tests that are about the reserve set their own.
+        h.write(
+            "usr/agent.d/90-tests.toml",
+            "[granules]\ndisk-reserve = \"32M\"\n",
+        );
         h
     }
 

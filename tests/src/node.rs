@@ -253,7 +253,10 @@ pub fn seed_ports_and_granules(dir: &Path, agent_port: u16) {
             "# The bootstrap test: this node's DaCHS is on {NODE_DACHS_PORT} (the host has 8080).\n\
              [dachs]\nurl = \"http://127.0.0.1:{NODE_DACHS_PORT}\"\n\n\
              [http]\nlisten = \"127.0.0.1:{agent_port}\"\n\n\
-             [reconcile]\ninterval = \"15s\"\n"
+             [reconcile]\ninterval = \"15s\"\n\n\
+             # The host's disk is shared; the default reserve (1G) stalled every node on a CI\n\
+             # machine that had 0.9 GB free.\n\
+             [granules]\ndisk-reserve = \"32M\"\n"
         ),
     );
     let granules = at("srv/vespa-example/granules/epnlab");
