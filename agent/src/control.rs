@@ -6,7 +6,9 @@
 //! Prometheus, and the socket's mode (0600, the agent's own user) is the authentication.
 //!
 //! Protocol: the client sends one line, `sync` or `sync --retry`; the daemon answers with one
-//! JSON line, the [`PassRecord`] of the first pass that started after the request.
+//! JSON line, the [`PassRecord`] of the first pass that started after the request. Or `status`:
+//! the answer is what `/status` serves, which `vespa-agent status` reads here because the HTTP
+//! listener may ask for TLS and basic auth (`http.web-config-file`) that a shell does not have.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,8 +19,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::reconcile::{Trigger, Triggers};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, StatusReport};
 use crate::state::{PassRecord, now_ms};
+use crate::web::Web;
 
 pub const SOCKET: &str = "control.sock";
 
@@ -46,6 +49,7 @@ pub fn bind(state_dir: &Path) -> std::io::Result<UnixListener> {
 pub async fn serve(
     listener: UnixListener,
     runtime: Arc<Runtime>,
+    web: Option<Arc<Web>>,
     triggers: Triggers,
     shutdown: CancellationToken,
 ) {
@@ -61,10 +65,11 @@ pub async fn serve(
             },
         };
         let runtime = runtime.clone();
+        let web = web.clone();
         let triggers = triggers.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &runtime, &triggers, &shutdown).await {
+            if let Err(e) = answer(stream, &runtime, web.as_deref(), &triggers, &shutdown).await {
                 tracing::debug!(error = %e, "control socket: client went away");
             }
         });
@@ -74,6 +79,7 @@ pub async fn serve(
 async fn answer(
     stream: UnixStream,
     runtime: &Runtime,
+    web: Option<&Web>,
     triggers: &Triggers,
     shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
@@ -85,6 +91,13 @@ async fn answer(
     let retry = match line.trim_end() {
         "sync" => false,
         "sync --retry" => true,
+        "status" => {
+            let mut report = runtime.report();
+            report.web_config = web.and_then(Web::status);
+            let mut body = serde_json::to_vec(&report).map_err(std::io::Error::other)?;
+            body.push(b'\n');
+            return write.write_all(&body).await;
+        }
         _ => {
             write
                 .write_all(b"{\"error\":\"unknown request\"}\n")
@@ -135,6 +148,19 @@ pub enum ControlError {
 
 /// Asks the daemon that holds `state_dir` for a pass and waits for its record.
 pub async fn request_sync(state_dir: &Path, retry: bool) -> Result<PassRecord, ControlError> {
+    let request: &[u8] = if retry { b"sync --retry\n" } else { b"sync\n" };
+    let line = exchange(state_dir, request).await?;
+    serde_json::from_str(&line).map_err(|_| ControlError::Protocol(line.trim().to_owned()))
+}
+
+/// Asks the daemon that holds `state_dir` for its status report.
+pub async fn request_status(state_dir: &Path) -> Result<StatusReport, ControlError> {
+    let line = exchange(state_dir, b"status\n").await?;
+    serde_json::from_str(&line).map_err(|_| ControlError::Protocol(line.trim().to_owned()))
+}
+
+/// One request line, one answer line.
+async fn exchange(state_dir: &Path, request: &[u8]) -> Result<String, ControlError> {
     let path = socket_path(state_dir);
     let mut stream = UnixStream::connect(&path)
         .await
@@ -142,7 +168,6 @@ pub async fn request_sync(state_dir: &Path, retry: bool) -> Result<PassRecord, C
             path: path.clone(),
             source,
         })?;
-    let request: &[u8] = if retry { b"sync --retry\n" } else { b"sync\n" };
     stream
         .write_all(request)
         .await
@@ -155,7 +180,7 @@ pub async fn request_sync(state_dir: &Path, retry: bool) -> Result<PassRecord, C
     if line.is_empty() {
         return Err(ControlError::Gone);
     }
-    serde_json::from_str(&line).map_err(|_| ControlError::Protocol(line.trim().to_owned()))
+    Ok(line)
 }
 
 #[cfg(test)]
@@ -187,7 +212,13 @@ mod tests {
         ));
         let (triggers, mut rx) = Triggers::channel();
         let stop = CancellationToken::new();
-        tokio::spawn(serve(listener, runtime.clone(), triggers, stop.clone()));
+        tokio::spawn(serve(
+            listener,
+            runtime.clone(),
+            None,
+            triggers,
+            stop.clone(),
+        ));
         let path = socket_path(dir.path());
 
         for bad in [

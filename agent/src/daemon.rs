@@ -41,6 +41,12 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
             "the previous run stopped in the middle of a pass"
         );
     }
+    let metrics = Arc::new(Metrics::new());
+    // Before the port opens: it never serves without the TLS or auth the file asks for.
+    let web: Arc<crate::web::Web> = Arc::new(
+        crate::web::Web::start(settings.web_config_file.clone(), metrics.clone())
+            .context("http.web-config-file does not load; the listener stays closed")?,
+    );
     let listener = TcpListener::bind(settings.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", settings.http_listen))?;
@@ -62,7 +68,6 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
         })
         .ok();
 
-    let metrics = Arc::new(Metrics::new());
     let runtime = Arc::new(Runtime::new(
         settings.reconcile.stall_timeout,
         settings.merged.files.clone(),
@@ -85,6 +90,7 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
             runtime: runtime.clone(),
             metrics: metrics.clone(),
             hooks: hooks.clone(),
+            web: web.clone(),
         },
         shutdown.clone(),
     ));
@@ -92,6 +98,7 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
         tokio::spawn(crate::control::serve(
             control,
             runtime.clone(),
+            Some(web.clone()),
             triggers.clone(),
             shutdown.clone(),
         ));
@@ -257,6 +264,10 @@ fn reload(
             if new.http_listen != current.http_listen {
                 restart.push("http.listen".to_owned());
                 new.http_listen = current.http_listen;
+            }
+            if new.web_config_file != current.web_config_file {
+                restart.push("http.web-config-file".to_owned());
+                new.web_config_file = current.web_config_file.clone();
             }
             if new.state_dir != current.state_dir {
                 restart.push("agent.state-dir".to_owned());

@@ -21,7 +21,9 @@ pub const CONFIG: u8 = 78;
 /// The exit code for an error: the first cause in the chain that has a known meaning.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if cause.downcast_ref::<ConfigError>().is_some() {
+        if cause.downcast_ref::<ConfigError>().is_some()
+            || cause.downcast_ref::<crate::web::WebConfigError>().is_some()
+        {
             return CONFIG;
         }
         if let Some(e) = cause.downcast_ref::<StateError>() {

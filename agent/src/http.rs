@@ -15,15 +15,19 @@ use tokio_util::sync::CancellationToken;
 use crate::hooks::{self, Gate, Verdict};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
+use crate::web::Web;
+use crate::web::listener::WebListener;
 
 #[derive(Clone)]
 pub struct App {
     pub runtime: Arc<Runtime>,
     pub metrics: Arc<Metrics>,
     pub hooks: Arc<Gate>,
+    pub web: Arc<Web>,
 }
 
 pub fn router(app: App) -> Router {
+    let web = app.web.clone();
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -33,6 +37,10 @@ pub fn router(app: App) -> Router {
             "/hooks/gitlab",
             post(gitlab_hook).layer(DefaultBodyLimit::max(hooks::MAX_BODY)),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            web,
+            crate::web::guard::guard,
+        ))
         .with_state(app)
 }
 
@@ -74,12 +82,14 @@ async fn gitlab_hook(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
     (code, Json(json!({"status": label, "reason": reason}))).into_response()
 }
 
-/// Serves until `shutdown` is cancelled, then lets open requests finish.
+/// Serves until `shutdown` is cancelled, then lets open requests finish. Plain HTTP or TLS, as
+/// `http.web-config-file` says at each connection.
 pub async fn serve(
     listener: TcpListener,
     app: App,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let listener = WebListener::start(listener, app.web.clone(), shutdown.clone())?;
     axum::serve(listener, router(app))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -139,5 +149,7 @@ async fn readyz(State(app): State<App>) -> Response {
 }
 
 async fn status(State(app): State<App>) -> Response {
-    Json(app.runtime.report()).into_response()
+    let mut report = app.runtime.report();
+    report.web_config = app.web.status();
+    Json(report).into_response()
 }

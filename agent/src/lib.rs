@@ -66,6 +66,7 @@ pub mod state;
 pub mod systemd;
 pub mod text;
 pub mod watch;
+pub mod web;
 pub mod xml;
 
 /// An error and its causes on one line ("a: b: c"). Libraries like reqwest keep the useful part

@@ -15,6 +15,9 @@ pub struct Metrics {
     pub heartbeat: Gauge,
     pub reloads: IntCounterVec,
     pub last_reload_ok: IntGauge,
+    pub web_reloads: IntCounterVec,
+    pub web_last_reload_ok: IntGauge,
+    pub http_refused: IntCounterVec,
     pub dachs_up: IntGauge,
     pub stage_errors: IntCounterVec,
     pub syncs: IntCounterVec,
@@ -107,6 +110,27 @@ impl Metrics {
         let last_reload_ok = IntGauge::new(
             "vespa_agent_config_last_reload_successful",
             "1 if the last configuration reload was accepted, 0 if it was rejected.",
+        )
+        .expect("valid metric");
+        let web_reloads = IntCounterVec::new(
+            Opts::new(
+                "vespa_agent_web_config_reloads_total",
+                "Reloads of http.web-config-file (or a file it names) after a change, by result.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let web_last_reload_ok = IntGauge::new(
+            "vespa_agent_web_config_last_reload_successful",
+            "1 if the web configuration file in force is the one on disk, 0 if the file on disk was refused and the last good one serves.",
+        )
+        .expect("valid metric");
+        let http_refused = IntCounterVec::new(
+            Opts::new(
+                "vespa_agent_http_refused_total",
+                "Connections and requests the listener refused, by reason (unauthorized, plain_http, tls_handshake, handshake_timeout, client_san, not_tls, closed).",
+            ),
+            &["reason"],
         )
         .expect("valid metric");
         let dachs_up = IntGauge::new(
@@ -318,6 +342,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION"), GIT_REVISION])
             .set(1.0);
         last_reload_ok.set(1);
+        web_last_reload_ok.set(1);
         let rebuild_decisions = IntCounterVec::new(
             Opts::new(
                 "vespa_agent_rebuild_decisions_total",
@@ -339,7 +364,9 @@ impl Metrics {
         for result in ["success", "failure"] {
             passes.with_label_values(&[result]);
             reloads.with_label_values(&[result]);
+            web_reloads.with_label_values(&[result]);
         }
+        http_refused.with_label_values(&["unauthorized"]);
         for result in ["success", "noop", "error"] {
             syncs.with_label_values(&[result]);
         }
@@ -351,6 +378,9 @@ impl Metrics {
             Box::new(heartbeat.clone()),
             Box::new(reloads.clone()),
             Box::new(last_reload_ok.clone()),
+            Box::new(web_reloads.clone()),
+            Box::new(web_last_reload_ok.clone()),
+            Box::new(http_refused.clone()),
             Box::new(dachs_up.clone()),
             Box::new(stage_errors.clone()),
             Box::new(syncs.clone()),
@@ -393,6 +423,9 @@ impl Metrics {
             heartbeat,
             reloads,
             last_reload_ok,
+            web_reloads,
+            web_last_reload_ok,
+            http_refused,
             dachs_up,
             stage_errors,
             syncs,

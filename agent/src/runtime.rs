@@ -111,6 +111,9 @@ pub struct StatusReport {
     pub tables: Vec<TableHealth>,
     #[serde(default)]
     pub rebuild: RebuildStatus,
+    /// TLS and basic auth of the listener; None without `http.web-config-file`.
+    #[serde(default)]
+    pub web_config: Option<crate::web::WebStatus>,
 }
 
 /// A poisoned lock only means a panic elsewhere; the data (status strings) is still usable.
@@ -332,6 +335,7 @@ impl Runtime {
             not_ready_because: self.readiness(),
             tables: inner.tables,
             rebuild: inner.rebuild,
+            web_config: None,
         }
     }
 }

@@ -18,8 +18,16 @@ use proptest::test_runner::{Config, FileFailurePersistence};
 
 /// The targets, each with its seeds in tests/fuzz-corpus/<target>/ and a cargo-fuzz target in
 /// fuzz/fuzz_targets/<target>.rs.
-const TARGETS: [&str; 8] = [
-    "config", "service", "manifest", "propfind", "irods", "votable", "dachs", "webhook",
+const TARGETS: [&str; 9] = [
+    "config",
+    "service",
+    "manifest",
+    "propfind",
+    "irods",
+    "votable",
+    "dachs",
+    "webhook",
+    "webconfig",
 ];
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
@@ -164,6 +172,18 @@ fn every_seed_parses() {
     for s in corpus("manifest") {
         vespa_agent::granules::manifest::parse("MANIFEST.tsv", &fuzzing::text(&s)).unwrap();
     }
+    for s in corpus("webconfig") {
+        let f =
+            vespa_agent::web::file::parse(Path::new("/nonexistent/web.yml"), &fuzzing::text(&s));
+        // The seeds name files that are not there: the YAML and its keys are accepted.
+        assert!(
+            f.is_ok()
+                || f.as_ref()
+                    .is_err_and(|e| e.to_string().contains("/nonexistent/")),
+            "{:?}",
+            f.err()
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     for s in corpus("config") {
         fuzzing::load_config(dir.path(), &s).unwrap();
@@ -176,6 +196,11 @@ fn every_seed_parses() {
 #[test]
 fn the_configuration() {
     fuzz("config");
+}
+
+#[test]
+fn the_web_configuration_file() {
+    fuzz("webconfig");
 }
 
 #[test]

@@ -18,6 +18,7 @@ pub mod irods;
 pub mod lock;
 pub mod node;
 pub mod openstack;
+pub mod prom;
 pub mod rclone;
 
 use std::io::{Read, Write};

@@ -3,26 +3,17 @@
 //! shipped alert rules load and evaluate; `promtool test rules` passes on their unit tests.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use harness::git::LocalRepo;
+use harness::prom::{Prometheus, tool};
 use harness::*;
 
 const NAME: &str = "vt_prom";
 
 fn rules_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/prometheus")
-}
-
-fn tool(name: &str) -> Option<std::path::PathBuf> {
-    let p = Path::new("/usr/bin").join(name);
-    if p.exists() {
-        Some(p)
-    } else {
-        missing(&format!("{name} (Debian package prometheus)"));
-        None
-    }
 }
 
 #[test]
@@ -55,35 +46,9 @@ impl Drop for Cleanup {
     }
 }
 
-/// One instant query: the result vector's entries as (labels, value).
-fn query(port: u16, expr: &str) -> Vec<(serde_json::Value, String)> {
-    let q: String =
-        percent_encoding::utf8_percent_encode(expr, percent_encoding::NON_ALPHANUMERIC).to_string();
-    let Some((200, body)) = get(&format!("127.0.0.1:{port}/api/v1/query?query={q}")) else {
-        return Vec::new();
-    };
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    v["data"]["result"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .map(|e| {
-                    (
-                        e["metric"].clone(),
-                        e["value"][1].as_str().unwrap_or("").to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_real_prometheus_scrapes_a_serving_node() {
-    let Some(prometheus) = tool("prometheus") else {
-        return;
-    };
-    if !require_dachs() {
+    if tool("prometheus").is_none() || !require_dachs() {
         return;
     }
     remove_resource(NAME);
@@ -98,46 +63,21 @@ fn a_real_prometheus_scrapes_a_serving_node() {
         })
     });
 
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: vespa-agent\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            rules_dir().join("vespa-agent.rules.yml").display(),
-            home.port
-        ),
-    )
-    .unwrap();
-    let server = Command::new(prometheus)
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = Kill(server);
+    let Some(prom) = Prometheus::start(&format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
+         scrape_configs:\n  - job_name: vespa-agent\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+        rules_dir().join("vespa-agent.rules.yml").display(),
+        home.port
+    )) else {
+        return;
+    };
+    let port = prom.port;
 
     eventually(
         "Prometheus to scrape the agent",
         Duration::from_secs(60),
         || {
-            let up = query(port, "up{job=\"vespa-agent\"}");
+            let up = prom.query("up{job=\"vespa-agent\"}");
             (up.len() == 1 && up[0].1 == "1").then_some(())
         },
     );
@@ -172,7 +112,7 @@ fn a_real_prometheus_scrapes_a_serving_node() {
         ),
     ] {
         let r = eventually(&expr, Duration::from_secs(20), || {
-            let r = query(port, &expr);
+            let r = prom.query(&expr);
             (!r.is_empty()).then_some(r)
         });
         if let Some(w) = want {

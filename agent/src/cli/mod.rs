@@ -175,6 +175,21 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig => {
             let settings = config::load(&layout)?;
             print!("{}", config::render::render(&settings));
+            if let Some(path) = &settings.web_config_file {
+                let (_, files, w) = crate::web::load(path)?;
+                eprintln!(
+                    "web configuration {}: {}{}, basic auth for {} user(s); reloaded when any of {} file(s) changes",
+                    path.display(),
+                    if w.tls { "TLS" } else { "plain HTTP" },
+                    if w.client_certificates {
+                        " with client certificates"
+                    } else {
+                        ""
+                    },
+                    w.basic_auth_users,
+                    files.len()
+                );
+            }
             eprintln!("configuration is valid");
             Ok(ExitCode::SUCCESS)
         }

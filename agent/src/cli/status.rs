@@ -27,6 +27,8 @@ fn local_addr(listen: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The daemon's report: from its control socket when this user may open it (the HTTP listener
+/// may want TLS and basic auth, `http.web-config-file`), else from `/status`.
 fn fetch_daemon(settings: &Settings) -> Result<StatusReport, String> {
     let url = format!("http://{}/status", local_addr(settings.http_listen));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -34,6 +36,17 @@ fn fetch_daemon(settings: &Settings) -> Result<StatusReport, String> {
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
+        if let Ok(report) = crate::control::request_status(&settings.state_dir).await {
+            return Ok(report);
+        }
+        if let Some(file) = &settings.web_config_file {
+            return Err(format!(
+                "the control socket {} cannot be opened by this user, and http.listen asks \
+                 for what {} sets (TLS, basic auth); run as root or the agent's user",
+                crate::control::socket_path(&settings.state_dir).display(),
+                file.display()
+            ));
+        }
         let client = crate::outbound::client(Duration::from_secs(3), Duration::from_secs(3))?;
         let addr = local_addr(settings.http_listen);
         let resp = client.get(&url).send().await.map_err(|e| {
@@ -293,6 +306,22 @@ pub fn show(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
         })
         .unwrap_or_default();
     println!("rebuild:      automatic = {automatic}{dry}{unhealthy}");
+    if let Some(w) = daemon.as_ref().ok().and_then(|d| d.web_config.as_ref()) {
+        println!(
+            "listener:     {}{}, basic auth for {} user(s), from {}",
+            if w.tls { "TLS" } else { "plain HTTP" },
+            if w.client_certificates {
+                " with client certificates"
+            } else {
+                ""
+            },
+            w.basic_auth_users,
+            w.file.display()
+        );
+        if let Some(e) = &w.error {
+            println!("              the file on disk is REFUSED, the last good one serves: {e}");
+        }
+    }
     if let Some(r) = rebuilds.last() {
         println!(
             "last rebuild: {} {} {}: {}",

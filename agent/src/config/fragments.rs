@@ -109,6 +109,7 @@ pub struct AgentFragment {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HttpFragment {
     pub listen: Option<Value>,
+    pub web_config_file: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

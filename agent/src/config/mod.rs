@@ -77,6 +77,12 @@ pub const KEYS: &[KeySpec] = &[
         help: "address of /metrics, /healthz, /readyz, /status",
     },
     KeySpec {
+        key: "http.web-config-file",
+        default: None,
+        secret: false,
+        help: "TLS and basic auth of http.listen: the web configuration file of Prometheus's exporters (unset: plain HTTP, no auth)",
+    },
+    KeySpec {
         key: "reconcile.interval",
         default: Some("5m"),
         secret: false,
@@ -404,6 +410,8 @@ impl Merged {
 pub struct Settings {
     pub state_dir: PathBuf,
     pub http_listen: SocketAddr,
+    /// TLS and basic auth of the listener (exporter-toolkit's format); None: plain HTTP.
+    pub web_config_file: Option<PathBuf>,
     pub reconcile: ReconcileSettings,
     pub dachs: DachsSettings,
     pub source: SourceSettings,
@@ -674,6 +682,7 @@ fn flatten(f: Fragment) -> Vec<(&'static str, Spanned<String>)> {
     }
     if let Some(h) = f.http {
         put("http.listen", h.listen);
+        put("http.web-config-file", h.web_config_file);
     }
     if let Some(r) = f.reconcile {
         put("reconcile.interval", r.interval);
@@ -1229,6 +1238,7 @@ impl Settings {
                     format!("`{v}` is not an address like \"127.0.0.1:9471\" or \"[::]:9471\"")
                 })
             })?,
+            web_config_file: c.optional("http.web-config-file", absolute_path)?,
             reconcile,
             dachs,
             source,

@@ -119,6 +119,12 @@ pub fn check(target: &str, b: &[u8]) {
             vespa_agent::granules::webdav::parse_multistatus(&text(b)),
         ),
         "irods" => said("irods", vespa_agent::granules::irods::parse_rows(&text(b))),
+        // Relative file names resolve under a folder that does not exist: nothing is read but
+        // the YAML itself.
+        "webconfig" => said(
+            "webconfig",
+            vespa_agent::web::file::parse(Path::new("/nonexistent/web.yml"), &text(b)),
+        ),
         "votable" => said("votable", vespa_agent::dachs::votable::parse(&text(b))),
         "dachs" => {
             let out = text(b);
