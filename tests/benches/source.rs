@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 
 use harness::git::{GitServer, TOKEN};
 use harness::{Agent, Home, eventually, post, secret_file};
-use vespa_agent::config::Follow;
-use vespa_agent::config::SecretFile;
 use vespa_agent::source::fetch::{self, FetchSpec};
 
 /// CPU time (user + system) used so far by this thread, or by the children waited for.
@@ -89,22 +87,7 @@ fn main() {
     server.push();
 
     let work = tempfile::tempdir().unwrap();
-    let token_path = work.path().join("token");
-    std::fs::write(&token_path, TOKEN).unwrap();
-    std::fs::set_permissions(
-        &token_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    let token = SecretFile::resolve(token_path.to_str().unwrap(), std::path::Path::new("/"))
-        .and_then(|f| f.read())
-        .unwrap();
-    let spec = FetchSpec {
-        url: server.url(),
-        follow: Follow::Branch("main".into()),
-        username: "oauth2".into(),
-        token: Some(token),
-    };
+    let spec = server.fetch_spec(work.path());
     let repo = fetch::open_mirror(&work.path().join("mirror.git")).unwrap();
     fetch::fetch(&repo, &spec).unwrap();
 

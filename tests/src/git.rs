@@ -192,6 +192,65 @@ http {{
         format!("http://127.0.0.1:{}/ops/service.git", self.port)
     }
 
+    /// What the agent's fetch stage is given for this server: its URL, branch main, and the
+    /// token from a 0600 file under `dir`, read as the agent reads `source.token-file`.
+    pub fn fetch_spec(&self, dir: &Path) -> vespa_agent::source::fetch::FetchSpec {
+        let token_path = dir.join("token");
+        std::fs::write(&token_path, TOKEN).unwrap();
+        std::fs::set_permissions(
+            &token_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let token =
+            vespa_agent::config::SecretFile::resolve(token_path.to_str().unwrap(), Path::new("/"))
+                .and_then(|f| f.read())
+                .unwrap();
+        vespa_agent::source::fetch::FetchSpec {
+            url: self.url(),
+            follow: vespa_agent::config::Follow::Branch("main".into()),
+            username: "oauth2".into(),
+            token: Some(token),
+        }
+    }
+
+    /// CPU time the server has used so far: nginx and fcgiwrap, each the leader of its process
+    /// group, and every process of their groups (git http-backend, counted once reaped).
+    pub fn cpu(&self) -> Duration {
+        let groups: Vec<u32> = [&self.nginx, &self.fcgiwrap]
+            .into_iter()
+            .flatten()
+            .map(|c| c.id())
+            .collect();
+        let tick = 100.0; // USER_HZ on Linux
+        let mut ticks = 0u64;
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // After the command's closing parenthesis: state ppid pgrp ... utime(14) stime(15)
+            // cutime(16) cstime(17), counted from the pid as field 1.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            if f.len() > 14 && groups.iter().any(|g| f[2] == g.to_string()) {
+                ticks += f[11..15]
+                    .iter()
+                    .filter_map(|v| v.parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+        }
+        Duration::from_secs_f64(ticks as f64 / tick)
+    }
+
+    /// Lines of nginx's access log so far: one per request answered.
+    pub fn request_count(&self) -> usize {
+        std::fs::read(self.dir.path().join("logs/access.log"))
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .unwrap_or(0)
+    }
+
     pub fn https_url(&self) -> String {
         format!("https://127.0.0.1:{}/ops/service.git", self.tls_port)
     }
