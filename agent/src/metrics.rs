@@ -25,6 +25,7 @@ pub struct Metrics {
     pub source_last_success: Gauge,
     pub revision: GaugeVec,
     pub failed_commits: IntGauge,
+    pub desired_refused: GaugeVec,
     pub webhooks: IntCounterVec,
     pub drift_resources: IntGauge,
     pub granules: IntGaugeVec,
@@ -173,6 +174,14 @@ impl Metrics {
                 "1 for the applied and the desired revision of the service repository.",
             ),
             &["role", "revision"],
+        )
+        .expect("valid metric");
+        let desired_refused = GaugeVec::new(
+            Opts::new(
+                "vespa_agent_desired_refused_info",
+                "1 while the desired commit is refused (the last good one serves); revision and the stage that refused it (validate, apply, ...). Absent otherwise.",
+            ),
+            &["revision", "stage"],
         )
         .expect("valid metric");
         let failed_commits = IntGauge::new(
@@ -388,6 +397,7 @@ impl Metrics {
             Box::new(source_last_success.clone()),
             Box::new(revision.clone()),
             Box::new(failed_commits.clone()),
+            Box::new(desired_refused.clone()),
             Box::new(webhooks.clone()),
             Box::new(drift_resources.clone()),
             Box::new(drift_detected.clone()),
@@ -433,6 +443,7 @@ impl Metrics {
             source_last_success,
             revision,
             failed_commits,
+            desired_refused,
             webhooks,
             drift_resources,
             drift_detected,

@@ -188,3 +188,196 @@ fn a_real_prometheus_scrapes_a_serving_node() {
         assert_eq!(r["state"], "inactive", "{r}");
     }
 }
+
+/// A fleet as it stands a minute after a push, in the agent's own metrics (its `Metrics` type,
+/// one registry per node) scraped by a real Prometheus: which node serves which commit, which
+/// refused it and at what stage, which is unhealthy. Each is one panel of the fleet dashboard,
+/// and each panel's query must name exactly those nodes.
+#[test]
+fn the_fleet_dashboard_answers_what_an_operator_asks_after_a_push() {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use vespa_agent::metrics::Metrics;
+
+    if tool("prometheus").is_none() {
+        return;
+    }
+    const NODES: usize = 300;
+    let (old, new) = ("a".repeat(40), "b".repeat(40));
+    let name = |i: usize| format!("node-{i:03}:9471");
+    // The shapes of a fleet after a push.
+    let refused = |i: usize| i.is_multiple_of(10); // refused the push at validate
+    let behind = |i: usize| i % 10 == 1; // has not polled since the push
+    let dachs_down = |i: usize| i % 25 == 2;
+    let table_failing = |i: usize| i % 50 == 3;
+    let silent = |i: usize| i == NODES - 1; // the agent does not answer
+    let nodes: Vec<Arc<Metrics>> = (0..NODES)
+        .map(|i| {
+            let m = Metrics::new();
+            let applied = if refused(i) || behind(i) { &old } else { &new };
+            let desired = if behind(i) { &old } else { &new };
+            m.set_revision("applied", applied);
+            m.set_revision("desired", desired);
+            if refused(i) {
+                m.failed_commits.set(1);
+                m.desired_refused
+                    .with_label_values(&[new.as_str(), "validate"])
+                    .set(1.0);
+            }
+            m.dachs_up.set(if dachs_down(i) { 0 } else { 1 });
+            m.table_up
+                .with_label_values(&["epnlab.epn_core"])
+                .set(if table_failing(i) { 0 } else { 1 });
+            m.table_rows.with_label_values(&["epnlab.epn_core"]).set(20);
+            m.last_success.set(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64(),
+            );
+            Arc::new(m)
+        })
+        .collect();
+    let served = Arc::new(nodes);
+    let server = {
+        let served = served.clone();
+        harness::httpd::Listener::start(move |mut conn| {
+            let Some((head, _)) = harness::httpd::read_request(&mut conn)? else {
+                return Ok(());
+            };
+            let path = head.split_whitespace().nth(1).unwrap_or("/");
+            let i: Option<usize> = path
+                .strip_prefix("/node/")
+                .and_then(|p| p.strip_suffix("/metrics"))
+                .and_then(|n| n.parse().ok());
+            match i {
+                Some(i) if i < NODES && !silent(i) => harness::httpd::respond(
+                    &mut conn,
+                    200,
+                    "text/plain; version=0.0.4",
+                    served[i].render().as_bytes(),
+                ),
+                _ => harness::httpd::respond(&mut conn, 503, "text/plain", b"down\n"),
+            }
+        })
+    };
+    let mut config = String::from(
+        "global:\n  scrape_interval: 2s\nscrape_configs:\n  - job_name: vespa-agent\n    static_configs:\n",
+    );
+    for i in 0..NODES {
+        config.push_str(&format!(
+            "      - targets: ['127.0.0.1:{}']\n        labels: {{instance: '{}', __metrics_path__: '/node/{i}/metrics'}}\n",
+            server.port,
+            name(i)
+        ));
+    }
+    let Some(prom) = Prometheus::start(&config) else {
+        return;
+    };
+    eventually(
+        "Prometheus to scrape the fleet",
+        Duration::from_secs(90),
+        || {
+            (prom.query("count(up{job=\"vespa-agent\"})").first()?.1 == NODES.to_string()
+                && prom.query("count(vespa_agent_dachs_up)").first()?.1 == (NODES - 1).to_string())
+            .then_some(())
+        },
+    );
+
+    let board: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../packaging/grafana/vespa-agent-fleet.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let panel = |title: &str| -> Vec<(serde_json::Value, String)> {
+        let p = board["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("the fleet dashboard has no panel {title:?}"));
+        p["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| prom.query(t["expr"].as_str().unwrap()))
+            .collect()
+    };
+    let instances = |rows: &[(serde_json::Value, String)]| -> BTreeSet<String> {
+        rows.iter()
+            .map(|(m, _)| m["instance"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let expect = |f: &dyn Fn(usize) -> bool| -> BTreeSet<String> {
+        (0..NODES).filter(|&i| f(i)).map(name).collect()
+    };
+    let answering = |i: usize| !silent(i);
+
+    // Which commit each node serves: two rows, with their counts.
+    let per_commit = panel("After a push: nodes per commit");
+    let count_of = |sha: &str| {
+        per_commit
+            .iter()
+            .find(|(m, _)| m["revision"] == sha)
+            .map(|(_, v)| v.clone())
+    };
+    let on_old = (0..NODES)
+        .filter(|&i| answering(i) && (refused(i) || behind(i)))
+        .count();
+    assert_eq!(per_commit.len(), 2, "{per_commit:?}");
+    assert_eq!(count_of(&old), Some(on_old.to_string()));
+    assert_eq!(count_of(&new), Some((NODES - 1 - on_old).to_string()));
+
+    // Which refused it, and where.
+    let refusals = panel("Refused commits: node, commit, stage");
+    assert_eq!(
+        instances(&refusals),
+        expect(&|i| answering(i) && refused(i))
+    );
+    assert!(
+        refusals
+            .iter()
+            .all(|(m, _)| m["revision"] == new.as_str() && m["stage"] == "validate"),
+        "{refusals:?}"
+    );
+    let stat = |title: &str| panel(title).first().map(|(_, v)| v.clone());
+    assert_eq!(
+        stat("Nodes with a refused commit"),
+        Some(expect(&|i| answering(i) && refused(i)).len().to_string())
+    );
+    // Not on the commit they want: the refusing ones (the behind ones want the old one still).
+    assert_eq!(
+        stat("Nodes not on their desired commit"),
+        Some(expect(&|i| answering(i) && refused(i)).len().to_string())
+    );
+
+    // Which are unhealthy, and why: one row per node and problem.
+    let unhealthy = panel("Unhealthy nodes");
+    let with = |problem: &str| -> BTreeSet<String> {
+        instances(
+            &unhealthy
+                .iter()
+                .filter(|(m, _)| m["problem"] == problem)
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(with("agent does not answer"), expect(&silent));
+    assert_eq!(
+        with("DaCHS down"),
+        expect(&|i| answering(i) && dachs_down(i))
+    );
+    assert_eq!(
+        with("a table fails over TAP"),
+        expect(&|i| answering(i) && table_failing(i))
+    );
+    assert!(with("no good pass for an hour").is_empty());
+    assert_eq!(
+        stat("Nodes with DaCHS down"),
+        Some(expect(&|i| answering(i) && dachs_down(i)).len().to_string())
+    );
+    assert_eq!(stat("Nodes up"), Some((NODES - 1).to_string()));
+}

@@ -590,14 +590,31 @@ async fn source(cx: &PassContext<'_>, url: &str) -> Result<Target, StageFailure>
 
 /// Whatever happened, show the revisions as the store now has them.
 fn show_revisions(cx: &PassContext<'_>) {
-    if let Ok((failed, desired, applied)) = with_store(cx.store, |s| {
+    if let Ok((failed, desired, applied, refused)) = with_store(cx.store, |s| {
+        let desired = s.meta(state::DESIRED)?;
+        let refused = match &desired {
+            Some(d) => s
+                .commit(d)?
+                .filter(|c| c.outcome.as_deref() == Some("failed")),
+            None => None,
+        };
         Ok::<_, state::StateError>((
             s.failed_commits()?,
-            s.meta(state::DESIRED)?,
+            desired,
             s.meta(state::APPLIED)?,
+            refused,
         ))
     }) {
         cx.metrics.failed_commits.set(failed);
+        // What an operator asks first after a push: which nodes refused it, and where.
+        cx.metrics.desired_refused.reset();
+        if let Some(c) = refused {
+            let stage = c.stage.as_deref().unwrap_or("unknown");
+            cx.metrics
+                .desired_refused
+                .with_label_values(&[&c.sha, stage])
+                .set(1.0);
+        }
         if let Some(d) = &desired {
             cx.metrics.set_revision("desired", d);
         }
