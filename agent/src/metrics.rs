@@ -179,7 +179,7 @@ impl Metrics {
         let desired_refused = GaugeVec::new(
             Opts::new(
                 "vespa_agent_desired_refused_info",
-                "1 while the desired commit is refused (the last good one serves); revision and the stage that refused it (validate, apply, ...). Absent otherwise.",
+                "1 while the desired commit is refused (the last good one serves); revision and the stage that refused it (verify, validate, apply, ...). Absent otherwise.",
             ),
             &["revision", "stage"],
         )

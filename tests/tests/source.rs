@@ -488,6 +488,13 @@ fn ssh_signed_commits_only() {
         )),
         "{m}"
     );
+    // Which commit, refused where: what the fleet dashboard shows of this node.
+    assert!(
+        m.contains(&format!(
+            "vespa_agent_desired_refused_info{{revision=\"{u}\",stage=\"verify\"}} 1"
+        )),
+        "{m}"
+    );
 
     // A signed commit on top of the unsigned one does not launder it.
     push_refused(&server, &home, "signed over unsigned", &trusted, &a, |_| {
@@ -507,6 +514,8 @@ fn ssh_signed_commits_only() {
     server.push();
     assert_eq!(home.output(&["sync"]).code(), 0);
     assert_eq!(current(&home), Some(format!("revisions/{b}")));
+    let (_, m) = get(&home.url("/metrics")).unwrap();
+    assert!(!m.contains("vespa_agent_desired_refused_info{"), "{m}");
     drop(agent);
 }
 
