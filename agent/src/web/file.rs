@@ -235,7 +235,7 @@ pub fn parse(path: &Path, text: &str) -> Result<WebFile, WebConfigError> {
     }) {
         RawFile::default()
     } else {
-        serde_yaml::from_str(text).map_err(|e| at.yaml(&e))?
+        serde_saphyr::from_str(text).map_err(|e| at.yaml(&e))?
     };
     if raw.rate_limit.is_some() {
         // Its duration and token bucket would be easy to add; until then, refused by name so
@@ -480,11 +480,14 @@ pub struct Locate<'a> {
 }
 
 impl Locate<'_> {
-    fn yaml(&self, e: &serde_yaml::Error) -> WebConfigError {
+    fn yaml(&self, e: &serde_saphyr::Error) -> WebConfigError {
         WebConfigError::Invalid {
             path: self.path.to_owned(),
-            line: e.location().map(|l| l.line()),
-            message: format!("{e}"),
+            line: e.location().map(|l| l.line() as usize),
+            // One line for the journal and `status`; the file and line are said before it.
+            message: e.render_with_options(serde_saphyr::render_options! {
+                snippets: serde_saphyr::SnippetMode::Off,
+            }),
         }
     }
 
@@ -724,7 +727,7 @@ mod tests {
                 1,
                 "each starts with /",
             ),
-            ("tls_server_config: [a, b]\n", 1, "invalid type"),
+            ("tls_server_config: [a, b]\n", 1, "expected mapping"),
             (
                 "tls_server_config:\n  cert_file: /dev/zero\n  key_file: server.key\n",
                 2,
