@@ -49,7 +49,7 @@ pub fn bind(state_dir: &Path) -> std::io::Result<UnixListener> {
 pub async fn serve(
     listener: UnixListener,
     runtime: Arc<Runtime>,
-    web: Option<Arc<Web>>,
+    web: Arc<Web>,
     triggers: Triggers,
     shutdown: CancellationToken,
 ) {
@@ -69,7 +69,7 @@ pub async fn serve(
         let triggers = triggers.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &runtime, web.as_deref(), &triggers, &shutdown).await {
+            if let Err(e) = answer(stream, &runtime, &web, &triggers, &shutdown).await {
                 tracing::debug!(error = %e, "control socket: client went away");
             }
         });
@@ -79,7 +79,7 @@ pub async fn serve(
 async fn answer(
     stream: UnixStream,
     runtime: &Runtime,
-    web: Option<&Web>,
+    web: &Web,
     triggers: &Triggers,
     shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
@@ -92,9 +92,8 @@ async fn answer(
         "sync" => false,
         "sync --retry" => true,
         "status" => {
-            let mut report = runtime.report();
-            report.web_config = web.and_then(Web::status);
-            let mut body = serde_json::to_vec(&report).map_err(std::io::Error::other)?;
+            let mut body =
+                serde_json::to_vec(&runtime.report_with(web)).map_err(std::io::Error::other)?;
             body.push(b'\n');
             return write.write_all(&body).await;
         }
@@ -215,7 +214,7 @@ mod tests {
         tokio::spawn(serve(
             listener,
             runtime.clone(),
-            None,
+            Arc::new(Web::start(None, Arc::new(crate::metrics::Metrics::new())).unwrap()),
             triggers,
             stop.clone(),
         ));

@@ -98,7 +98,7 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
         tokio::spawn(crate::control::serve(
             control,
             runtime.clone(),
-            Some(web.clone()),
+            web.clone(),
             triggers.clone(),
             shutdown.clone(),
         ));

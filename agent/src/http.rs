@@ -149,7 +149,5 @@ async fn readyz(State(app): State<App>) -> Response {
 }
 
 async fn status(State(app): State<App>) -> Response {
-    let mut report = app.runtime.report();
-    report.web_config = app.web.status();
-    Json(report).into_response()
+    Json(app.runtime.report_with(&app.web)).into_response()
 }

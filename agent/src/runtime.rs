@@ -310,6 +310,15 @@ impl Runtime {
         lock(&self.inner).last_reload_error = Some(error);
     }
 
+    /// The report `/status` and the control socket's `status` serve: this one with the
+    /// listener's web configuration.
+    pub fn report_with(&self, web: &crate::web::Web) -> StatusReport {
+        StatusReport {
+            web_config: web.status(),
+            ..self.report()
+        }
+    }
+
     pub fn report(&self) -> StatusReport {
         let inner = lock(&self.inner).clone();
         StatusReport {

@@ -177,11 +177,11 @@ fn main() {
     let first = work.path().join("mirror-0.git");
     let repo = fetch::open_mirror(&first).unwrap();
     let start_sha = fetch::fetch(&repo, &spec).unwrap().sha;
-    let before = server.request_count();
+    let before = server.requests().len();
     for _ in 0..10 {
         assert!(!fetch::fetch(&repo, &spec).unwrap().downloaded);
     }
-    let per_poll = (server.request_count() - before) as f64 / 10.0;
+    let per_poll = (server.requests().len() - before) as f64 / 10.0;
     drop(repo);
     for i in 1..nodes {
         let status = std::process::Command::new("cp")
@@ -224,9 +224,9 @@ fn main() {
         per_second: Mutex::new(Vec::new()),
     });
     let counter = {
-        let dir = server.dir.path().to_owned();
+        let log = server.access_log();
         move || {
-            std::fs::read(dir.join("logs/access.log"))
+            std::fs::read(&log)
                 .map(|b| b.iter().filter(|&&c| c == b'\n').count())
                 .unwrap_or(0)
         }

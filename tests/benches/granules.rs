@@ -35,9 +35,10 @@ fn agent(
     dest: &Path,
     known: Vec<GranuleRecord>,
 ) -> (Duration, Vec<GranuleRecord>) {
-    let secret = dest.with_extension("secret");
-    std::fs::write(&secret, format!("{USER}:{PASSWORD}")).unwrap();
-    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let secret = harness::private_file(
+        &dest.with_extension("secret"),
+        &format!("{USER}:{PASSWORD}"),
+    );
     let credential = vespa_agent::config::SecretFile::resolve(
         secret.to_str().unwrap(),
         std::path::Path::new("/"),

@@ -195,13 +195,7 @@ http {{
     /// What the agent's fetch stage is given for this server: its URL, branch main, and the
     /// token from a 0600 file under `dir`, read as the agent reads `source.token-file`.
     pub fn fetch_spec(&self, dir: &Path) -> vespa_agent::source::fetch::FetchSpec {
-        let token_path = dir.join("token");
-        std::fs::write(&token_path, TOKEN).unwrap();
-        std::fs::set_permissions(
-            &token_path,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .unwrap();
+        let token_path = super::private_file(&dir.join("token"), TOKEN);
         let token =
             vespa_agent::config::SecretFile::resolve(token_path.to_str().unwrap(), Path::new("/"))
                 .and_then(|f| f.read())
@@ -244,11 +238,9 @@ http {{
         Duration::from_secs_f64(ticks as f64 / tick)
     }
 
-    /// Lines of nginx's access log so far: one per request answered.
-    pub fn request_count(&self) -> usize {
-        std::fs::read(self.dir.path().join("logs/access.log"))
-            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-            .unwrap_or(0)
+    /// nginx's access log: a line per request answered.
+    pub fn access_log(&self) -> PathBuf {
+        self.dir.path().join("logs/access.log")
     }
 
     pub fn https_url(&self) -> String {
@@ -269,7 +261,7 @@ http {{
 
     /// Requests the server has answered so far (nginx's access log).
     pub fn requests(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("logs/access.log"))
+        std::fs::read_to_string(self.access_log())
             .unwrap_or_default()
             .lines()
             .map(str::to_owned)

@@ -402,10 +402,17 @@ pub fn require_dachs() -> bool {
 
 /// Writes a secret file readable by its owner only.
 pub fn secret_file(home: &Home, rel: &str, value: &str) -> PathBuf {
+    private_file(&home.path(rel), value)
+}
+
+/// Writes `value` to `path` (its folder made if missing) readable by its owner only, as the
+/// agent wants a credential file.
+pub fn private_file(path: &Path, value: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let p = home.write(rel, value);
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, value).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.to_owned()
 }
 
 /// Where the home's `current` link points (`revisions/<sha>`), if it exists.

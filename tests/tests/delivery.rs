@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use harness::churn::Prober;
 use harness::git::GitServer;
 use harness::node::*;
-use harness::{env_usize, eventually, figure, have, missing, next, post, seed};
+use harness::{env_usize, eventually, figure, have, missing, next, post, private_file, seed};
 
 #[test]
 fn the_package_is_lintian_clean() {
@@ -263,13 +263,10 @@ fn killed_under_systemd(node: &Node, git: &GitServer) -> String {
     let kills = env_usize("VESPA_NODE_KILLS", 8);
     let mut seed = seed("VESPA_NODE_KILL_SEED");
     // A webhook starts each pass at once; its secret is a credential like the token.
-    let secret_file = node.path("etc/vespa-agent/credentials/webhook-secret");
-    std::fs::write(&secret_file, WEBHOOK_SECRET).unwrap();
-    std::fs::set_permissions(
-        &secret_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    private_file(
+        &node.path("etc/vespa-agent/credentials/webhook-secret"),
+        WEBHOOK_SECRET,
+    );
     node.sh(
         "printf '[source]\\nwebhook-secret-file = \"webhook-secret\"\\n' \
            > /etc/vespa-agent/agent.d/40-webhook.toml && systemctl restart vespa-agent",

@@ -59,10 +59,10 @@ impl Bench {
     fn with(dav: Peer) -> Option<Bench> {
         let proxy = FaultProxy::start(dav.port());
         let dest = tempfile::tempdir().unwrap();
-        let secret = dest.path().join("credential");
-        std::fs::write(&secret, format!("{USER}:{PASSWORD}")).unwrap();
-        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
+        let secret = harness::private_file(
+            &dest.path().join("credential"),
+            &format!("{USER}:{PASSWORD}"),
+        );
         Some(Bench {
             dav,
             proxy,

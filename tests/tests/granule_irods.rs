@@ -15,9 +15,7 @@ use vespa_agent::state::GranuleRecord;
 
 fn job(source: String, target: &std::path::Path, known: Vec<GranuleRecord>, password: &str) -> Job {
     let dir = target.parent().unwrap();
-    let secret = dir.join("credential");
-    std::fs::write(&secret, format!("{USER}:{password}")).unwrap();
-    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let secret = harness::private_file(&dir.join("credential"), &format!("{USER}:{password}"));
     let credential = vespa_agent::config::SecretFile::resolve(
         secret.to_str().unwrap(),
         std::path::Path::new("/"),

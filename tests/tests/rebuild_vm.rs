@@ -5,8 +5,6 @@
 //! with nothing asked of Nova, for another server's id, a locked or busy server, a rebuild
 //! within the interval, a boot-from-volume server on an old Nova, and a wrong credential.
 
-use std::os::unix::fs::PermissionsExt;
-
 use harness::openstack::*;
 use harness::*;
 
@@ -18,11 +16,11 @@ struct Case {
 fn case() -> Case {
     let os = OpenStack::start();
     let home = Home::new(&dachs_url(), "");
-    let cred = home.write(
+    let cred = secret_file(
+        &home,
         "etc/credentials/openstack",
         &format!("{CRED_ID}:{CRED_SECRET}\n"),
     );
-    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600)).unwrap();
     home.write(
         "etc/agent.d/20-openstack.toml",
         &format!(
@@ -191,11 +189,11 @@ fn boot_from_volume_on_a_new_nova_needs_an_image_and_then_rebuilds_the_volume() 
 #[test]
 fn a_wrong_credential_is_named_and_never_printed() {
     let c = case();
-    let cred = c.home.write(
+    secret_file(
+        &c.home,
         "etc/credentials/openstack",
         &format!("{CRED_ID}:wrong-secret\n"),
     );
-    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = rebuild(&c, &[]);
     assert_ne!(out.code(), 0);
     assert!(out.stderr.contains("credential was refused"), "{out:?}");

@@ -105,7 +105,8 @@ pub struct WebFile {
     /// User name and bcrypt hash, sorted by name.
     pub users: Vec<(String, String)>,
     pub excluded_paths: Vec<String>,
-    pub headers: Vec<(String, String)>,
+    /// Checked and in their HTTP form, ready to be added to every response.
+    pub headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
     /// The files this configuration was read from: a change to any of them reloads it.
     pub files: Vec<PathBuf>,
 }
@@ -301,13 +302,15 @@ pub fn parse(path: &Path, text: &str) -> Result<WebFile, WebConfigError> {
                 ),
             ));
         }
-        if axum::http::HeaderValue::from_str(&value).is_err() {
+        let Ok(header_value) = axum::http::HeaderValue::from_str(&value) else {
             return Err(at.key(
                 &name,
                 format!("the value of {canonical} has characters a header cannot carry"),
             ));
-        }
-        headers.push(((*canonical).to_owned(), value));
+        };
+        let header_name = axum::http::HeaderName::from_bytes(canonical.as_bytes())
+            .expect("the names of HEADERS are header names");
+        headers.push((header_name, header_value));
     }
     let excluded_paths = raw.basic_auth_excluded_paths.unwrap_or_default();
     if let Some(p) = excluded_paths.iter().find(|p| !p.starts_with('/')) {
@@ -598,14 +601,16 @@ mod tests {
         assert_eq!(t.cipher_suites, ["ECDHE-RSA-AES128-GCM-SHA256"]);
         assert_eq!(t.curves, ["X25519", "P-256"]);
         assert!(!t.prefer_server_cipher_suites);
+        let headers: Vec<(&str, &str)> = f
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
         assert_eq!(
-            f.headers,
+            headers,
             [
-                (
-                    "Strict-Transport-Security".into(),
-                    "max-age=31536000".into()
-                ),
-                ("X-Frame-Options".into(), "deny".into())
+                ("strict-transport-security", "max-age=31536000"),
+                ("x-frame-options", "deny")
             ]
         );
     }

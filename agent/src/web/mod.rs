@@ -83,6 +83,17 @@ impl WebStatus {
 /// One file's identity and version, as `stat` tells them.
 type Stamp = Option<(u64, u64, i64, i64, u64)>;
 
+/// The files of a configuration just read, each with its stamp now.
+fn stamped(files: Vec<PathBuf>) -> Vec<(PathBuf, Stamp)> {
+    files
+        .into_iter()
+        .map(|f| {
+            let s = stamp(&f);
+            (f, s)
+        })
+        .collect()
+}
+
 fn stamp(p: &Path) -> Stamp {
     std::fs::metadata(p)
         .ok()
@@ -125,17 +136,12 @@ pub fn load(path: &Path) -> Result<(Active, Vec<PathBuf>, WebStatus), WebConfigE
         basic_auth_users: f.users.len(),
         error: None,
     };
-    let headers = f
-        .headers
-        .into_iter()
-        .filter_map(|(k, v)| Some((k.parse().ok()?, v.parse().ok()?)))
-        .collect();
     let active = Active {
         acceptor,
         allowed_sans: f.tls.map(|t| t.allowed_sans).unwrap_or_default(),
         users: f.users,
         excluded_paths: f.excluded_paths,
-        headers,
+        headers: f.headers,
     };
     Ok((active, f.files, status))
 }
@@ -156,7 +162,7 @@ impl Web {
             path,
             active: RwLock::new(Arc::new(active)),
             watched: Mutex::new(Watched {
-                stamps: files.into_iter().map(|f| (f.clone(), stamp(&f))).collect(),
+                stamps: stamped(files),
                 status,
             }),
             checker: auth::Checker::default(),
@@ -183,7 +189,7 @@ impl Web {
         match load(path) {
             Ok((active, files, status)) => {
                 *self.active.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(active);
-                w.stamps = files.into_iter().map(|f| (f.clone(), stamp(&f))).collect();
+                w.stamps = stamped(files);
                 status.log("web configuration reloaded");
                 w.status = Some(status);
                 self.metrics
