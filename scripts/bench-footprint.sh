@@ -41,9 +41,12 @@ AP=$((20000 + RANDOM % 5000)); NP=$((AP + 1))
 mkdir -p "$T/etc"
 printf '[agent]\nstate-dir = "%s/state"\n[http]\nlisten = "127.0.0.1:%s"\n[reconcile]\ninterval = "10s"\n[source]\nurl = "%s"\n' \
   "$T" "$AP" "$T/repo" >"$T/etc/agent.toml"
-"$AGENT_BIN" --config-dir "$T/etc" --vendor-config-dir "$T/x" --runtime-config-dir "$T/x" -q run &
+# Both with the environment systemd gives a unit (PATH and LANG only), as on a node: a shell's
+# SSL_CERT_FILE, for one, would change where the agent reads its CAs from (agent/src/trust.rs).
+UNIT_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8)
+"${UNIT_ENV[@]}" "$AGENT_BIN" --config-dir "$T/etc" --vendor-config-dir "$T/x" --runtime-config-dir "$T/x" -q run &
 AGENT=$!
-prometheus-node-exporter --web.listen-address=127.0.0.1:$NP >/dev/null 2>&1 &
+"${UNIT_ENV[@]}" prometheus-node-exporter --web.listen-address=127.0.0.1:$NP >/dev/null 2>&1 &
 NODE=$!
 wait_for_url "http://127.0.0.1:$AP/healthz" 10 || die "agent did not start"
 # Applied: /readyz answers 200 once DaCHS serves the followed commit.

@@ -65,6 +65,7 @@ pub mod source;
 pub mod state;
 pub mod systemd;
 pub mod text;
+pub mod trust;
 pub mod watch;
 pub mod web;
 pub mod xml;

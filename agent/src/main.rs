@@ -1,11 +1,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vespa_agent::{cli, exit, logging};
+use vespa_agent::{cli, exit, logging, trust};
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     logging::init(args.verbosity());
+    // Before the runtime starts any thread: it sets the environment for a moment.
+    trust::init();
     match cli::dispatch(args) {
         Ok(code) => code,
         Err(e) => {

@@ -1,12 +1,13 @@
 //! The HTTP clients the agent opens towards other servers (DaCHS's TAP service, WebDAV and the
 //! iRODS HTTP API, GitLab, OpenStack), all sharing one TLS configuration.
 //!
-//! Why one: building a TLS configuration parses the system's whole CA bundle (about 150
-//! certificates, 150,000 allocations) and keeps its own copy of it. A pass builds several
-//! clients; each building its own cost tens of milliseconds of CPU per pass and left the heap
-//! fragmented across the allocator's arenas. The configuration is built once, when the first
-//! client is, and shared (it is reference-counted); a failure to build it is kept and reported
-//! by every client built after.
+//! Why one: building a TLS configuration may parse the system's whole CA bundle (about 150
+//! certificates, 150,000 allocations; see `trust` for why it usually does not) and keeps its
+//! own copy of it. A pass builds several clients; each building its own cost tens of
+//! milliseconds of CPU per pass and left the heap fragmented across the allocator's arenas. The
+//! configuration is built once, at start (`trust::init`) or when the first client is, and
+//! shared (it is reference-counted); a failure to build it is kept and reported by every client
+//! built after.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -22,6 +23,11 @@ fn tls() -> Result<native_tls::TlsConnector, String> {
         b.build().map_err(|e| format!("the TLS configuration: {e}"))
     })
     .clone()
+}
+
+/// Builds the shared TLS configuration now, while `trust::init` has the environment it reads.
+pub fn prepare() -> Result<(), String> {
+    tls().map(drop)
 }
 
 /// An async client whose every wait (connect, headers, body) is bounded by `timeout`, and its

@@ -169,6 +169,9 @@ impl Home {
             .arg("--runtime-config-dir")
             .arg(self.path("run/agent.d"))
             .args(args)
+            // As under the packaged unit, whose environment has no CA bundle named (this
+            // machine's shell names one, which changes where the agent reads its CAs from).
+            .env_remove("SSL_CERT_FILE")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")

@@ -4,6 +4,7 @@
 //! away, bad service files, and signed commits (SSH and OpenPGP).
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::git::{GitServer, TOKEN};
@@ -107,6 +108,40 @@ fn https_needs_the_configured_ca() {
     let out = home.output(&["sync"]);
     assert_eq!(out.code(), 0, "{out:?}");
     assert_eq!(current(&home), Some(format!("revisions/{sha}")));
+
+    // The CA trusted by the system, as Debian keeps it: a hashed directory (update-ca-certificates
+    // writes /etc/ssl/certs so), no bundle named. The agent reads the directory, not a bundle
+    // (agent/src/trust.rs).
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::copy(server.ca_file(), certs.path().join("vespa-test.pem")).unwrap();
+    let rehash = Command::new("openssl")
+        .arg("rehash")
+        .arg(certs.path())
+        .status()
+        .unwrap();
+    assert!(rehash.success());
+    let empty = tempfile::tempdir().unwrap();
+    let sync = |file: Option<&Path>, dir: &Path| {
+        let home = home_for(&server.https_url(), "");
+        let mut c = home.command(&["sync"]);
+        c.env_remove("SSL_CERT_FILE").env("SSL_CERT_DIR", dir);
+        if let Some(f) = file {
+            c.env("SSL_CERT_FILE", f);
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), text, current(&home))
+    };
+    let want = Some(format!("revisions/{sha}"));
+    let (code, err, now) = sync(None, certs.path());
+    assert_eq!((code, &now), (Some(0), &want), "{err}");
+    // Not in the directory: refused.
+    let (code, err, now) = sync(None, empty.path());
+    assert_eq!((code, &now), (Some(1), &None), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // An operator's own bundle (SSL_CERT_FILE) is still read beside the system's directory.
+    let (code, err, now) = sync(Some(&server.ca_file()), Path::new("/etc/ssl/certs"));
+    assert_eq!((code, &now), (Some(0), &want), "{err}");
 }
 
 #[test]
