@@ -332,7 +332,7 @@ fn granules(
             }
             changes += 1;
             would_import = true;
-            let changed = d.todo.iter().filter(|t| t.existed).count();
+            let changed = d.todo.iter().filter(|t| t.previous.is_some()).count();
             let bytes: u64 = d.todo.iter().map(|t| t.entry.size).sum();
             println!(
                 "{label}: {} new, {changed} changed, {} vanished; {} to transfer",
@@ -346,7 +346,7 @@ fn granules(
                 .todo
                 .iter()
                 .map(|t| {
-                    let sign = if t.existed { "~" } else { "+" };
+                    let sign = if t.previous.is_some() { "~" } else { "+" };
                     match &t.expected {
                         Err(why) => format!("  {sign} {} (refused: {why})", t.entry.path),
                         Ok(_) => format!("  {sign} {}", t.entry.path),

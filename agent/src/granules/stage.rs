@@ -202,10 +202,14 @@ impl Stage<'_> {
         let label = format!("{}/{}", res.dir, c.name);
         self.runtime
             .set_activity(format!("syncing granules of {label}"));
-        let started = std::time::Instant::now();
-        let known = store(self.store, |s| s.granules(&res.dir, &c.name))?;
-        tracing::debug!(collection = %label, records = known.len(), seconds = started.elapsed().as_secs_f64(), "granule records loaded");
         let owner = Owner::of(&self.dachs.user);
+        let load_known = || {
+            let started = std::time::Instant::now();
+            let known = store(self.store, |s| s.granules(&res.dir, &c.name));
+            let records = known.as_ref().map_or(0, Vec::len);
+            tracing::debug!(collection = %label, records, seconds = started.elapsed().as_secs_f64(), "granule records loaded");
+            known
+        };
         let synced = match job(
             resource_dir,
             &res.dir,
@@ -213,9 +217,9 @@ impl Stage<'_> {
             self.settings,
             self.sha,
             owner,
-            known,
+            Vec::new(),
         ) {
-            Ok(j) => self.transfer(j, &label).await?,
+            Ok(j) => self.transfer(j, &label, load_known).await?,
             Err(e) => Err(e),
         };
         let synced = match synced {
@@ -235,15 +239,30 @@ impl Stage<'_> {
     }
 
     /// The job run on a blocking thread while `STATUS=` (systemctl status) and the terminal's
-    /// bar follow it. The outer error is the sync task crashing; the inner one the collection's.
+    /// bar follow it. The source is listed while `known` loads the node's records of it (at
+    /// 100,000 granules each takes a tenth of a second). The outer error is the sync task
+    /// crashing or the state store failing; the inner one the collection's.
     async fn transfer(
         &self,
-        mut job: Job,
+        job: Job,
         label: &str,
+        known: impl FnOnce() -> Result<Vec<GranuleRecord>, GranuleError>,
     ) -> Result<Result<super::Synced, GranuleError>, GranuleError> {
+        let crashed = |e| GranuleError::Local(format!("the granule sync crashed: {e}"));
+        let listing = tokio::task::spawn_blocking(move || {
+            let listed = super::list(&job);
+            (job, listed)
+        });
+        let records = known();
+        let (mut job, listed) = listing.await.map_err(crashed)?;
+        job.known = records?;
+        let listed = match listed {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
         let progress = Arc::new(super::Progress::default());
         job.progress = Some(progress.clone());
-        let handle = tokio::task::spawn_blocking(move || super::sync(&job));
+        let handle = tokio::task::spawn_blocking(move || super::sync_listed(&job, listed));
         tokio::pin!(handle);
         let tick = Duration::from_millis(if self.watcher.is_some() { 200 } else { 1000 });
         loop {
@@ -265,7 +284,7 @@ impl Stage<'_> {
                 }
             }
         }
-        .map_err(|e| GranuleError::Local(format!("the granule sync crashed: {e}")))
+        .map_err(crashed)
     }
 
     /// What a collection's sync fetched, lost and refused goes to the state store, the log and
