@@ -434,12 +434,21 @@ async fn deploy(
             });
         }
     };
-    cx.dachs.expire(&rd).await.map_err(|e| ("expire", e))?;
-    if res.publish {
-        cx.dachs.publish(&rd).await.map_err(|e| ("publish", e))?;
-    } else if change.old.as_ref().is_some_and(|o| o.published) {
-        cx.dachs.unpublish(&rd).await.map_err(|e| ("publish", e))?;
-    }
+    // The server reading the RD anew and the registry's record of it are independent: each
+    // `dachs` command is a second of Python's start, so they run side by side (a deploy's last
+    // two seconds become one). The expiry's failure is named first, as when they ran in turn.
+    let publication = async {
+        if res.publish {
+            cx.dachs.publish(&rd).await
+        } else if change.old.as_ref().is_some_and(|o| o.published) {
+            cx.dachs.unpublish(&rd).await
+        } else {
+            Ok(())
+        }
+    };
+    let (expired, published) = tokio::join!(cx.dachs.expire(&rd), publication);
+    expired.map_err(|e| ("expire", e))?;
+    published.map_err(|e| ("publish", e))?;
     health(cx, &change.record.tables)
         .await
         .map_err(|m| local_step("health", m))?;

@@ -317,7 +317,8 @@ async fn wait_for_tap(tap: &TapClient) -> anyhow::Result<()> {
             Err(e) if started.elapsed() > DACHS_START => {
                 return Err(anyhow::anyhow!(e).context("DaCHS did not answer after its start"));
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            // Often: DaCHS answers within a second or two of its start, and the rebuild waits.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
 }
