@@ -59,6 +59,7 @@ pub mod outbound;
 pub mod rebuild;
 pub mod rebuild_policy;
 pub mod reconcile;
+pub mod resident;
 pub mod runtime;
 pub mod service;
 pub mod source;

@@ -136,6 +136,11 @@ impl Reconciler {
             let retry = self.runtime.take_retry();
             let ok = self.pass(trigger, retry, &shutdown).await == Outcome::Success;
             crate::heap::trim();
+            let released = crate::resident::release_code();
+            tracing::debug!(
+                bytes = released,
+                "code mappings released until their next use"
+            );
             if shutdown.is_cancelled() {
                 return;
             }
