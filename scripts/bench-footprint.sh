@@ -39,7 +39,9 @@ git -C "$T/repo" add -A
 git -C "$T/repo" -c user.name=bench -c user.email=bench@example.org commit -q -m service
 AP=$((20000 + RANDOM % 5000)); NP=$((AP + 1))
 mkdir -p "$T/etc"
-printf '[agent]\nstate-dir = "%s/state"\n[http]\nlisten = "127.0.0.1:%s"\n[reconcile]\ninterval = "10s"\n[source]\nurl = "%s"\n' \
+# The product's interval (5 minutes): after its pass the agent waits as a node's does, which is
+# when it lets go of the code it ran (agent/src/resident.rs).
+printf '[agent]\nstate-dir = "%s/state"\n[http]\nlisten = "127.0.0.1:%s"\n[source]\nurl = "%s"\n' \
   "$T" "$AP" "$T/repo" >"$T/etc/agent.toml"
 # Both with the environment systemd gives a unit (PATH and LANG only), as on a node: a shell's
 # SSL_CERT_FILE, for one, would change where the agent reads its CAs from (agent/src/trust.rs).

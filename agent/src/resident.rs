@@ -7,7 +7,13 @@
 //! of which the idle loop (timers, /metrics, the control socket) runs a small part. Mapped code
 //! is what the kernel reclaims last; unmapped, the same pages stay in the page cache, where they
 //! are reclaimed first when DaCHS or PostgreSQL need the memory, and the next pass maps what it
-//! runs again from there (a few hundred minor faults, well under a millisecond).
+//! runs again from there (a few hundred minor faults, well under a millisecond). Only before a
+//! long wait: see [`WORTH_RELEASING`].
+
+/// The least wait before the next pass for which the code is released: at a shorter interval
+/// the next pass maps it back within seconds, and the resident size would only swing with every
+/// pass (the default interval is five minutes).
+pub const WORTH_RELEASING: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One mapping to let go of: its start and length.
 #[derive(Debug, PartialEq, Eq)]

@@ -136,11 +136,6 @@ impl Reconciler {
             let retry = self.runtime.take_retry();
             let ok = self.pass(trigger, retry, &shutdown).await == Outcome::Success;
             crate::heap::trim();
-            let released = crate::resident::release_code();
-            tracing::debug!(
-                bytes = released,
-                "code mappings released until their next use"
-            );
             if shutdown.is_cancelled() {
                 return;
             }
@@ -148,6 +143,13 @@ impl Reconciler {
             let settings = self.settings.borrow().clone();
             let r = &settings.reconcile;
             let delay = next_delay(r.interval, r.jitter, self.failures, ok);
+            if delay >= crate::resident::WORTH_RELEASING {
+                let released = crate::resident::release_code();
+                tracing::debug!(
+                    bytes = released,
+                    "code mappings released until their next use"
+                );
+            }
             self.failures = if ok {
                 0
             } else {
