@@ -22,14 +22,20 @@ pub struct Span {
     pub len: usize,
 }
 
-/// The mappings of `/proc/self/smaps` that may be dropped from the page tables without losing
-/// anything: code mapped privately from a file and never written to. A mapping with private
-/// copies of its pages (a debugger's breakpoints, a uprobe) is left alone, as is every
-/// mapping that is not code (read-only data may be relocated data made read-only after start).
-pub fn releasable(smaps: &str) -> Vec<Span> {
-    let mut out = Vec::new();
-    // The header of the mapping being read, while it still qualifies.
-    let mut current: Option<Span> = None;
+/// One mapping as `/proc/self/smaps` describes it, as far as this module needs.
+struct Mapping {
+    span: Span,
+    /// Mapped privately from a file, readable and executable, not writable: code.
+    code_from_file: bool,
+    /// Some of its pages are private copies (its `Anonymous:` is not 0).
+    written: bool,
+    /// Its `Rss:` in KiB.
+    rss_kib: u64,
+}
+
+/// Every mapping of an smaps text, in its order; lines that are not understood are skipped.
+fn mappings(smaps: &str) -> Vec<Mapping> {
+    let mut out: Vec<Mapping> = Vec::new();
     for line in smaps.lines() {
         let mut fields = line.split_ascii_whitespace();
         let Some(first) = fields.next() else {
@@ -39,23 +45,40 @@ pub fn releasable(smaps: &str) -> Vec<Span> {
             && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
         {
             // A new mapping: `start-end perms offset dev inode path`.
-            if let Some(span) = current.take() {
-                out.push(span);
-            }
             let perms = fields.next();
             let path = fields.nth(3);
-            if perms == Some("r-xp") && path.is_some_and(|p| p.starts_with('/')) && b > a {
-                current = Some(Span {
+            out.push(Mapping {
+                span: Span {
                     start: a,
-                    len: b - a,
-                });
+                    len: b.saturating_sub(a),
+                },
+                code_from_file: perms == Some("r-xp")
+                    && path.is_some_and(|p| p.starts_with('/'))
+                    && b > a,
+                written: false,
+                rss_kib: 0,
+            });
+        } else if let Some(m) = out.last_mut() {
+            match first {
+                "Anonymous:" => m.written = fields.next() != Some("0"),
+                "Rss:" => m.rss_kib = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+                _ => {}
             }
-        } else if first == "Anonymous:" && fields.next() != Some("0") {
-            current = None;
         }
     }
-    out.extend(current);
     out
+}
+
+/// The mappings of `/proc/self/smaps` that may be dropped from the page tables without losing
+/// anything: code mapped privately from a file and never written to. A mapping with private
+/// copies of its pages (a debugger's breakpoints, a uprobe) is left alone, as is every
+/// mapping that is not code (read-only data may be relocated data made read-only after start).
+pub fn releasable(smaps: &str) -> Vec<Span> {
+    mappings(smaps)
+        .into_iter()
+        .filter(|m| m.code_from_file && !m.written)
+        .map(|m| m.span)
+        .collect()
 }
 
 /// Drops the process's unwritten code pages from its page tables (see the module's comment);
@@ -141,19 +164,11 @@ Anonymous:             0 kB
 
     fn code_rss_kib() -> u64 {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let mut code = false;
-        let mut sum = 0;
-        for line in smaps.lines() {
-            let f: Vec<&str> = line.split_ascii_whitespace().collect();
-            if f.first()
-                .is_some_and(|s| s.contains('-') && !s.ends_with(':'))
-            {
-                code = f.get(1) == Some(&"r-xp") && f.get(5).is_some_and(|p| p.starts_with('/'));
-            } else if code && f.first() == Some(&"Rss:") {
-                sum += f[1].parse::<u64>().unwrap();
-            }
-        }
-        sum
+        mappings(&smaps)
+            .iter()
+            .filter(|m| m.code_from_file)
+            .map(|m| m.rss_kib)
+            .sum()
     }
 
     #[test]

@@ -74,8 +74,8 @@ fn openssl_dir() -> PathBuf {
 }
 
 /// When [`choose`] says the hashed directory: builds both TLS configurations (libgit2's, the
-/// HTTP clients') reading the CAs from it alone, then puts the environment back as it was. Call it before any thread is started: it
-/// changes the process's environment for that moment.
+/// HTTP clients') reading the CAs from it alone, then puts the environment back as it was.
+/// Call it before any thread is started: it changes the process's environment for that moment.
 pub fn init() {
     let file = std::env::var_os(FILE);
     let dir = std::env::var_os(DIR);
