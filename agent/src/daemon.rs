@@ -204,7 +204,7 @@ pub(crate) async fn open_or_ask_daemon(
     retry: bool,
     note: &str,
 ) -> anyhow::Result<Result<StateStore, std::process::ExitCode>> {
-    match StateStore::open(&settings.state_dir) {
+    match StateStore::open_for_command(&settings.state_dir) {
         Ok(store) => Ok(Ok(store)),
         Err(crate::state::StateError::Locked { .. }) => {
             eprintln!("vespa-agent: the daemon is running; asking it for a pass{note}");

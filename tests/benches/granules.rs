@@ -20,7 +20,7 @@ use harness::{env_usize as env, median, summary};
 use vespa_agent::granules::transfer::Limits;
 use vespa_agent::granules::{Job, sync};
 use vespa_agent::service::Collection;
-use vespa_agent::state::GranuleRecord;
+use vespa_agent::state::HeldGranule;
 
 fn fill(dir: &Path, files: usize, bytes: usize) {
     let body: Vec<u8> = (0..bytes).map(|i| (i * 7 % 251) as u8).collect();
@@ -33,8 +33,8 @@ fn agent(
     dav: &DavServer,
     collection: &str,
     dest: &Path,
-    known: Vec<GranuleRecord>,
-) -> (Duration, Vec<GranuleRecord>) {
+    known: Vec<HeldGranule>,
+) -> (Duration, Vec<HeldGranule>) {
     let secret = harness::private_file(
         &dest.with_extension("secret"),
         &format!("{USER}:{PASSWORD}"),
@@ -69,7 +69,7 @@ fn agent(
     let out = sync(&job).expect("the agent's sync");
     let took = t.elapsed();
     let mut records = job.known.clone();
-    records.extend(out.fetched);
+    records.extend(out.fetched.iter().map(HeldGranule::from));
     (took, records)
 }
 

@@ -13,7 +13,7 @@ use harness::rclone::RcloneDav;
 use vespa_agent::granules::transfer::Limits;
 use vespa_agent::granules::{Job, Synced, sync};
 use vespa_agent::service::Collection;
-use vespa_agent::state::GranuleRecord;
+use vespa_agent::state::{GranuleRecord, HeldGranule};
 
 /// The WebDAV server behind the proxy.
 enum Peer {
@@ -100,7 +100,7 @@ impl Bench {
             target: self.target(),
             sha: "f00d".into(),
             owner: None,
-            known,
+            known: known.iter().map(HeldGranule::from).collect(),
             credential: Some(credential),
             concurrency: 2,
             limits,

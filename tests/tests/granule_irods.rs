@@ -11,7 +11,7 @@ use harness::irods::IrodsDouble;
 use vespa_agent::granules::transfer::Limits;
 use vespa_agent::granules::{Job, Synced, sync};
 use vespa_agent::service::Collection;
-use vespa_agent::state::GranuleRecord;
+use vespa_agent::state::{GranuleRecord, HeldGranule};
 
 fn job(source: String, target: &std::path::Path, known: Vec<GranuleRecord>, password: &str) -> Job {
     let dir = target.parent().unwrap();
@@ -36,7 +36,7 @@ fn job(source: String, target: &std::path::Path, known: Vec<GranuleRecord>, pass
         target: target.to_owned(),
         sha: "feed".into(),
         owner: None,
-        known,
+        known: known.iter().map(HeldGranule::from).collect(),
         credential: Some(credential),
         concurrency: 2,
         limits: Limits {

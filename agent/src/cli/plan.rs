@@ -302,7 +302,7 @@ fn granules(
         let mut would_import = false;
         for c in &res.collections {
             let known = reader
-                .map(|r| r.granules(&res.dir, &c.name))
+                .map(|r| r.held_granules(&res.dir, &c.name))
                 .transpose()
                 .map(Option::unwrap_or_default);
             let diff = known.map_err(|e| e.to_string()).and_then(|known| {

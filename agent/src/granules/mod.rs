@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::files::{self, Owner, TMP_PREFIX};
 use crate::service::Collection;
-use crate::state::{GranuleRecord, now_ms};
+use crate::state::{GranuleRecord, HeldGranule, now_ms};
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum GranuleError {
@@ -264,7 +264,7 @@ pub struct Job {
     pub sha: String,
     pub owner: Option<Owner>,
     /// What the state store holds for this collection.
-    pub known: Vec<GranuleRecord>,
+    pub known: Vec<HeldGranule>,
     /// `user:password` from the collection's credential file.
     pub credential: Option<crate::config::Secret>,
     /// Files transferred at once.
@@ -290,7 +290,7 @@ pub struct Progress {
 pub struct Todo {
     pub entry: Entry,
     /// What the node recorded of the older version it holds, if it holds one.
-    pub previous: Option<GranuleRecord>,
+    pub previous: Option<HeldGranule>,
     /// The manifest's SHA-256 (None: no manifest), or why the file cannot be verified.
     pub expected: Result<Option<String>, String>,
 }
@@ -389,13 +389,13 @@ pub fn compare(job: &Job, listing: Listing) -> Diff {
     // time, each a cache miss per path. Only the few changed and vanished paths need sorting.
     // A path listed twice counts once, as its last listing.
     let (changed, vanished) = {
-        let mut known: HashMap<&str, (&GranuleRecord, bool), HashState> =
+        let mut known: HashMap<&str, (&HeldGranule, bool), HashState> =
             HashMap::with_capacity_and_hasher(job.known.len(), HashState::default());
         for g in &job.known {
             known.insert(g.path.as_str(), (g, false));
         }
         let mut new: HashSet<&str, HashState> = HashSet::default();
-        let mut changed: Vec<(usize, Option<GranuleRecord>)> = Vec::new();
+        let mut changed: Vec<(usize, Option<HeldGranule>)> = Vec::new();
         for (i, e) in listed.iter().enumerate().rev() {
             match known.get_mut(e.path.as_str()) {
                 Some((_, true)) => {}
@@ -596,15 +596,17 @@ pub fn sync_listed(job: &Job, listing: Listing) -> Result<Synced, GranuleError> 
         };
         record.sha256 = sha256;
         record.size = size;
-        if let Some(old) = t
+        if let Some((_, error)) = t
             .previous
             .as_ref()
-            .filter(|g| g.version.starts_with(REFETCH) && g.sha256 == record.sha256)
+            .filter(|g| g.version.starts_with(REFETCH))
+            .and_then(|g| g.failed.as_ref())
+            .filter(|(sha256, _)| *sha256 == record.sha256)
         {
             // Fetched again after the import refused it, and the same bytes came: nothing to
             // import again, and no further fetch until the source changes it.
             record.state = "failed".into();
-            record.error = old.error.clone();
+            record.error = error.clone();
             out.refused.push(record);
             continue;
         }

@@ -14,7 +14,7 @@ use crate::dachs::cli::Dachs;
 use crate::files::Owner;
 use crate::runtime::Runtime;
 use crate::service::{Collection, Resource, Service};
-use crate::state::{GranuleRecord, StateStore};
+use crate::state::{GranuleRecord, HeldGranule, StateStore};
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -79,7 +79,7 @@ pub fn job(
     settings: &GranuleSettings,
     sha: &str,
     owner: Option<Owner>,
-    known: Vec<GranuleRecord>,
+    known: Vec<HeldGranule>,
 ) -> Result<Job, GranuleError> {
     let credential = match &c.credential {
         None => None,
@@ -205,7 +205,7 @@ impl Stage<'_> {
         let owner = Owner::of(&self.dachs.user);
         let load_known = || {
             let started = std::time::Instant::now();
-            let known = store(self.store, |s| s.granules(&res.dir, &c.name));
+            let known = store(self.store, |s| s.held_granules(&res.dir, &c.name));
             let records = known.as_ref().map_or(0, Vec::len);
             tracing::debug!(collection = %label, records, seconds = started.elapsed().as_secs_f64(), "granule records loaded");
             known
@@ -246,7 +246,7 @@ impl Stage<'_> {
         &self,
         job: Job,
         label: &str,
-        known: impl FnOnce() -> Result<Vec<GranuleRecord>, GranuleError>,
+        known: impl FnOnce() -> Result<Vec<HeldGranule>, GranuleError>,
     ) -> Result<Result<super::Synced, GranuleError>, GranuleError> {
         let crashed = |e| GranuleError::Local(format!("the granule sync crashed: {e}"));
         let listing = tokio::task::spawn_blocking(move || {

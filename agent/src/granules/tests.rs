@@ -19,7 +19,7 @@ fn job(src: &Path, target: &Path, known: Vec<GranuleRecord>) -> Job {
         target: target.to_owned(),
         sha: "c0ffee".into(),
         owner: None,
-        known,
+        known: known.iter().map(HeldGranule::from).collect(),
         credential: None,
         concurrency: 3,
         limits: transfer::Limits::default(),
