@@ -119,6 +119,7 @@ pub async fn run(layout: Layout, settings: Settings) -> anyhow::Result<()> {
             failures: 0,
             reporter: crate::gitlab::Reporter::new(),
             rebuild: Some(Default::default()),
+            serves: true,
         }
         .run(shutdown.clone()),
     );
@@ -185,6 +186,7 @@ pub async fn sync_once(settings: Settings, retry: bool) -> anyhow::Result<std::p
         failures: 0,
         reporter: crate::gitlab::Reporter::new(),
         rebuild: None,
+        serves: false,
     };
     let outcome = reconciler
         .pass(Trigger::Manual, retry, &CancellationToken::new())

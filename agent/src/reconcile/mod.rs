@@ -78,6 +78,9 @@ pub struct Reconciler {
     pub reporter: crate::gitlab::Reporter,
     /// The automatic rebuild policy's view of DaCHS's health; None in a one-shot `sync`.
     pub rebuild: Option<crate::rebuild_policy::Watch>,
+    /// Whether anyone reads this process's metrics and status (the daemon's listener and the
+    /// rebuild policy do); a one-shot `sync` has no reader for each table's row count.
+    pub serves: bool,
 }
 
 /// The first retry after a failed pass comes this soon; each further failure doubles it, up to
@@ -242,6 +245,7 @@ impl Reconciler {
             retry,
             debug_stall: self.debug_stall,
             reporter: &self.reporter,
+            serves: self.serves,
         };
         let result = tokio::select! {
             _ = shutdown.cancelled() => None,

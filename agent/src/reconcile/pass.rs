@@ -35,6 +35,8 @@ pub struct PassContext<'a> {
     pub retry: bool,
     pub debug_stall: Option<Duration>,
     pub reporter: &'a crate::gitlab::Reporter,
+    /// Whether anyone reads the pass's figures: see [`super::Reconciler::serves`].
+    pub serves: bool,
 }
 
 impl PassContext<'_> {
@@ -646,17 +648,25 @@ fn publish(cx: &PassContext<'_>, sha: &str, resources: usize) -> Result<(), Stri
 }
 
 /// Counts the rows of every deployed ADQL table over TAP, timing each query: what a user of
-/// the service would see, table by table. Metrics only: the health query above decides the pass.
-async fn tables(cx: &PassContext<'_>, tap: &TapClient) {
+/// the service would see, table by table. Metrics only: the health query decides the pass.
+async fn count_tables(cx: &PassContext<'_>, tap: &TapClient) -> Vec<crate::runtime::TableHealth> {
     let deployed = with_store(cx.store, |s| s.resources()).unwrap_or_default();
+    let mut seen = Vec::new();
+    for table in deployed.iter().flat_map(|r| &r.tables) {
+        seen.push(count_rows(tap, table).await);
+    }
+    seen
+}
+
+/// The tables' figures into the metrics and the status.
+fn publish_tables(cx: &PassContext<'_>, seen: Vec<crate::runtime::TableHealth>) {
     let m = cx.metrics;
     // Tables no longer deployed leave the metrics with this reset.
     m.table_up.reset();
     m.table_rows.reset();
     m.table_query_duration.reset();
-    let mut seen = Vec::new();
-    for table in deployed.iter().flat_map(|r| &r.tables) {
-        let t = count_rows(tap, table).await;
+    for t in &seen {
+        let table = t.table.as_str();
         m.table_query_duration
             .with_label_values(&[table])
             .set(t.seconds);
@@ -666,7 +676,6 @@ async fn tables(cx: &PassContext<'_>, tap: &TapClient) {
         if let Some(n) = t.rows {
             m.table_rows.with_label_values(&[table]).set(n);
         }
-        seen.push(t);
     }
     cx.runtime.set_tables(seen);
 }
@@ -700,11 +709,22 @@ async fn health(cx: &PassContext<'_>) -> Result<(), StageFailure> {
     let dachs = &cx.settings.dachs;
     let tap = TapClient::new(&dachs.url, dachs.query_timeout);
     crate::node::observe(cx.metrics, &dachs.inputs_dir);
-    match tap.query(HEALTH_QUERY).await {
+    // The tables are counted beside the health query, each a round trip through DaCHS, and
+    // their figures kept only when it answered; only for a process that shows them.
+    let count = async {
+        match cx.serves {
+            true => Some(count_tables(cx, &tap).await),
+            false => None,
+        }
+    };
+    let (answer, counted) = tokio::join!(tap.query(HEALTH_QUERY), count);
+    match answer {
         Ok(_) => {
             cx.metrics.dachs_up.set(1);
             cx.runtime.set_dachs_error(None);
-            tables(cx, &tap).await;
+            if let Some(counted) = counted {
+                publish_tables(cx, counted);
+            }
             Ok(())
         }
         Err(e) => {
