@@ -262,7 +262,11 @@ impl Stage<'_> {
         };
         let progress = Arc::new(super::Progress::default());
         job.progress = Some(progress.clone());
-        let handle = tokio::task::spawn_blocking(move || super::sync_listed(&job, listed));
+        let handle = tokio::task::spawn_blocking(move || {
+            let synced = super::sync_listed(&job, listed);
+            super::drop_aside(job.known);
+            synced
+        });
         tokio::pin!(handle);
         let tick = Duration::from_millis(if self.watcher.is_some() { 200 } else { 1000 });
         loop {
