@@ -162,6 +162,9 @@ fn main() {
     fill(&dav.data("small"), small, 10 * 1024);
     fill(&dav.data("large"), large, large_mb * 1024 * 1024);
     fill(&dav.data("rescan"), rescan, 100);
+    // A real collection is on another machine: its files are not this disk's dirty pages,
+    // which every flush here (the agent's, curl's and fsync's) would otherwise write first.
+    assert!(Command::new("sync").status().unwrap().success());
 
     // On the disk the agent writes to: /tmp may be memory, where fsync costs nothing.
     let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
