@@ -511,6 +511,20 @@ pub fn sync_listed(job: &Job, listing: Listing) -> Result<Synced, GranuleError> 
     let stop = AtomicBool::new(false);
     let results: Vec<std::sync::Mutex<Option<(transfer::Fetched, f64)>>> =
         todo.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    // Small files written and verified, with their index and start, until a flush lands them.
+    let waiting: std::sync::Mutex<Vec<(usize, std::time::Instant, transfer::Waiting)>> =
+        std::sync::Mutex::default();
+    let land = |batch: Vec<(usize, std::time::Instant, transfer::Waiting)>| {
+        let (meta, files): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|(i, t, w)| ((i, t), w)).unzip();
+        for ((i, started), r) in meta.into_iter().zip(transfer::land(files)) {
+            if r.as_ref().is_err_and(stops_all) {
+                stop.store(true, Ordering::Relaxed);
+            }
+            *results[i].lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((r, started.elapsed().as_secs_f64()));
+        }
+    };
     std::thread::scope(|scope| {
         for _ in 0..job.concurrency.clamp(1, todo.len().max(1)) {
             scope.spawn(|| {
@@ -528,6 +542,7 @@ pub fn sync_listed(job: &Job, listing: Listing) -> Result<Synced, GranuleError> 
                             mtime_ms: mtime_of(i),
                             owner: job.owner,
                             expected_sha256: sha.as_deref(),
+                            may_wait: todo.len() > 1,
                         },
                     );
                     if r.as_ref().is_err_and(stops_all) {
@@ -535,16 +550,36 @@ pub fn sync_listed(job: &Job, listing: Listing) -> Result<Synced, GranuleError> 
                     }
                     if let Some(p) = &job.progress {
                         p.done.fetch_add(1, Ordering::Relaxed);
-                        if let Ok((_, size)) = &r {
-                            p.bytes.fetch_add(*size, Ordering::Relaxed);
+                        if r.is_ok() {
+                            // What arrived is the listed size: anything else is an error.
+                            p.bytes.fetch_add(t.entry.size, Ordering::Relaxed);
                         }
                     }
+                    let r = match r {
+                        Ok(transfer::Landed::Waiting(w)) => {
+                            let full = {
+                                let mut q = waiting.lock().unwrap_or_else(|e| e.into_inner());
+                                q.push((i, started, w));
+                                (q.len() >= transfer::FLUSH_EVERY).then(|| std::mem::take(&mut *q))
+                            };
+                            if let Some(batch) = full {
+                                land(batch);
+                            }
+                            continue;
+                        }
+                        Ok(transfer::Landed::Done(sha256, size)) => Ok((sha256, size)),
+                        Err(e) => Err(e),
+                    };
                     *results[i].lock().unwrap_or_else(|e| e.into_inner()) =
                         Some((r, started.elapsed().as_secs_f64()));
                 }
             });
         }
     });
+    // What waits when the transfers end (or stop) lands now: written and verified, it is kept.
+    land(std::mem::take(
+        &mut *waiting.lock().unwrap_or_else(|e| e.into_inner()),
+    ));
     out.retries = shared.retries.load(Ordering::Relaxed);
     for (i, (t, result)) in todo.iter().zip(results).enumerate() {
         let entry = &t.entry;

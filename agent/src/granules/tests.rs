@@ -128,6 +128,7 @@ fn bad_listings_and_short_reads_are_refused_and_leave_nothing() {
         mtime_ms: now_ms(),
         owner: None,
         expected_sha256: None,
+        may_wait: true,
     };
     let e = transfer::fetch(&source, &shared, &request).unwrap_err();
     assert!(matches!(e, GranuleError::Changed { got: 3, .. }), "{e}");
@@ -240,4 +241,65 @@ fn files_keep_their_source_date_unless_it_would_not_look_newer_to_dachs() {
     let next = sync(&job(src.path(), &target, first.fetched.clone())).unwrap();
     assert_eq!(next.changed, 1);
     assert!(next.fetched[0].mtime_ms > first.fetched[0].mtime_ms);
+}
+
+#[test]
+fn many_small_files_land_whole_after_shared_flushes() {
+    // Two full flushes and a remainder, in nested folders.
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let target = dst.path().join("data");
+    let n = 2 * transfer::FLUSH_EVERY + 22;
+    for i in 0..n {
+        let dir = src.path().join(format!("d{}", i % 3));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(
+            &dir,
+            &format!("g{i:03}.csv"),
+            &format!("row {i}\n").repeat(i + 1),
+        );
+    }
+    let mut j = job(src.path(), &target, Vec::new());
+    j.collection.include = vec!["**/*.csv".into()];
+    let out = sync(&j).unwrap();
+    assert_eq!((out.added, out.fetched.len()), (n, n), "{:?}", out.deferred);
+    for g in &out.fetched {
+        let on_disk = target.join(&g.path);
+        let bytes = std::fs::read(&on_disk).unwrap();
+        assert_eq!(bytes, std::fs::read(src.path().join(&g.path)).unwrap());
+        use sha2::Digest;
+        assert_eq!(g.sha256, format!("{:x}", sha2::Sha256::digest(&bytes)));
+        let meta = std::fs::metadata(&on_disk).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+        let mtime = meta
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(mtime.as_millis() as i64, g.mtime_ms);
+    }
+    let leftovers: Vec<_> = walk(&target)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(TMP_PREFIX)
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -1,11 +1,15 @@
 //! One granule file's transfer: written under a temporary name that no RD pattern matches,
 //! hashed while it streams, checked against the listing's size and the manifest's checksum,
-//! fsynced, given its mtime and renamed into place. A broken transfer is retried with backoff
-//! and resumed where it broke (`Range` guarded by `If-Range`, so a file that changed meanwhile
-//! starts over); the partial file is kept for the next pass when the retries run out.
+//! given its mtime, made durable and renamed into place. A broken transfer is retried with
+//! backoff and resumed where it broke (`Range` guarded by `If-Range`, so a file that changed
+//! meanwhile starts over); the partial file is kept for the next pass when the retries run out.
+//!
+//! Small files wait, written and verified, for one flush of their filesystem (`syncfs`) that
+//! makes many durable at once, and are renamed only after it returned: [`Waiting`], [`land`].
 
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -194,18 +198,49 @@ fn is_retryable(e: &GranuleError) -> bool {
 /// One file's outcome: (sha256 hex, size) or why not.
 pub type Fetched = Result<(String, u64), GranuleError>;
 
+/// A file in place, or one written and verified that waits for [`land`].
+#[derive(Debug)]
+pub enum Landed {
+    Done(String, u64),
+    Waiting(Waiting),
+}
+
+/// A small file written, verified and given its mtime, mode and owner under its temporary name:
+/// durable and in place only once [`land`] has flushed it and renamed it.
+#[derive(Debug)]
+pub struct Waiting {
+    file: std::fs::File,
+    tmp: PathBuf,
+    dest: PathBuf,
+    sha256: String,
+    size: u64,
+}
+
+/// Files up to this size may wait for a shared flush: an fsync each was most of a small file's
+/// cost (2,000 files of 10 KB: 0.28 s of 1.36 here, where an fsync is a synchronous write).
+pub const WAITS_UP_TO: u64 = 256 * 1024;
+
+/// How many files one flush makes durable at most.
+pub const FLUSH_EVERY: usize = 64;
+
+/// One `syncfs` flushes every dirty page of the filesystem, other writers' too (PostgreSQL's):
+/// worth it only while little else is dirty, about what the fsyncs it replaces would write.
+const SHARED_FLUSH_DIRTY_MAX_KB: u64 = 16 * 1024;
+
 pub struct Request<'a> {
     pub entry: &'a Entry,
     pub target: &'a Path,
     pub mtime_ms: i64,
     pub owner: Option<Owner>,
     pub expected_sha256: Option<&'a str>,
+    /// Whether a small file may wait for [`land`] instead of its own fsync.
+    pub may_wait: bool,
 }
 
 /// Transfers one file, retrying what can be retried. A mismatch against the manifest is
 /// retried from the first byte (the bytes may have been damaged on the way); the same wrong
 /// checksum twice means the file itself differs, and it is refused.
-pub fn fetch(source: &Source, shared: &Shared, r: &Request) -> Fetched {
+pub fn fetch(source: &Source, shared: &Shared, r: &Request) -> Result<Landed, GranuleError> {
     let dest = r.target.join(&r.entry.path);
     if let Some(parent) = Path::new(&r.entry.path).parent() {
         files::make_dirs(r.target, parent, r.owner)
@@ -258,7 +293,13 @@ fn backoff(first: Duration, attempt: u32, path: &str) -> Duration {
     base + base.mul_f64(spread as f64 / 4000.0)
 }
 
-fn attempt_once(source: &Source, shared: &Shared, r: &Request, tmp: &Path, dest: &Path) -> Fetched {
+fn attempt_once(
+    source: &Source,
+    shared: &Shared,
+    r: &Request,
+    tmp: &Path,
+    dest: &Path,
+) -> Result<Landed, GranuleError> {
     let local = |e: std::io::Error, p: &Path| GranuleError::Local(format!("{}: {e}", p.display()));
     let mut out = std::fs::OpenOptions::new()
         .read(true)
@@ -349,18 +390,96 @@ fn attempt_once(source: &Source, shared: &Shared, r: &Request, tmp: &Path, dest:
     }
     let mtime = std::time::UNIX_EPOCH + Duration::from_millis(r.mtime_ms as u64);
     out.set_modified(mtime).map_err(|e| local(e, tmp))?;
-    out.sync_all().map_err(|e| local(e, tmp))?;
     // Readable by DaCHS whatever the agent's umask (the unit's is 0077).
     out.set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(|e| local(e, tmp))?;
     if let Some(o) = r.owner {
         std::os::unix::fs::fchown(&out, Some(o.uid), Some(o.gid)).map_err(|e| local(e, tmp))?;
     }
+    if r.may_wait && have == 0 && size <= WAITS_UP_TO {
+        return Ok(Landed::Waiting(Waiting {
+            file: out,
+            tmp: tmp.to_owned(),
+            dest: dest.to_owned(),
+            sha256: sum,
+            size,
+        }));
+    }
+    out.sync_all().map_err(|e| local(e, tmp))?;
     std::fs::rename(tmp, dest).map_err(|e| local(e, dest))?;
     if have > 0 {
         let _ = std::fs::remove_file(&marker);
     }
-    Ok((sum, size))
+    Ok(Landed::Done(sum, size))
+}
+
+/// Makes waiting files durable and renames each into place, in the order given: one `syncfs`
+/// for those on the first file's filesystem while little else is dirty, an fsync each
+/// otherwise; a rename only after its file's flush returned (since Linux 5.8 `syncfs` reports
+/// the filesystem's write-back errors). A failed flush fails every file it was for, and their
+/// temporary files go.
+pub fn land(waiting: Vec<Waiting>) -> Vec<Fetched> {
+    let local = |e: std::io::Error, p: &Path| GranuleError::Local(format!("{}: {e}", p.display()));
+    let device = |w: &Waiting| w.file.metadata().ok().map(|m| m.dev());
+    let shared_device = waiting
+        .first()
+        .and_then(device)
+        .filter(|_| waiting.len() > 1 && little_dirty());
+    let together: Vec<bool> = waiting
+        .iter()
+        .map(|w| shared_device.is_some() && device(w) == shared_device)
+        .collect();
+    let shared_flush = together
+        .iter()
+        .any(|t| *t)
+        .then(|| syncfs(&waiting[0].file));
+    waiting
+        .into_iter()
+        .zip(together)
+        .map(|(w, together)| {
+            let flushed = match (&shared_flush, together) {
+                (Some(Ok(())), true) => Ok(()),
+                (Some(Err(e)), true) => Err(std::io::Error::new(e.kind(), format!("syncfs: {e}"))),
+                _ => w.file.sync_all(),
+            };
+            let done = flushed
+                .map_err(|e| local(e, &w.tmp))
+                .and_then(|()| std::fs::rename(&w.tmp, &w.dest).map_err(|e| local(e, &w.dest)));
+            if done.is_err() {
+                discard(&w.tmp);
+            }
+            done.map(|()| (w.sha256, w.size))
+        })
+        .collect()
+}
+
+fn syncfs(f: &std::fs::File) -> std::io::Result<()> {
+    // SAFETY: syncfs takes a descriptor this process holds open.
+    match unsafe { libc::syncfs(f.as_raw_fd()) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Whether the node's dirty pages are few enough for one `syncfs` to cost about what the
+/// fsyncs it replaces would.
+fn little_dirty() -> bool {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| dirty_kb(&m))
+        .is_some_and(|kb| kb <= SHARED_FLUSH_DIRTY_MAX_KB)
+}
+
+/// `Dirty:` of /proc/meminfo, in kB.
+fn dirty_kb(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("Dirty:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
 }
 
 struct HashWriter<'a>(&'a mut Sha256);
@@ -429,6 +548,71 @@ mod tests {
         drop(first);
         assert_eq!(shared.in_flight.load(Ordering::SeqCst), 0);
         assert!(shared.reserve(dir.path(), free / 3).is_ok());
+    }
+
+    #[test]
+    fn the_dirty_figure_is_read_from_meminfo() {
+        let meminfo =
+            "MemTotal:       24615668 kB\nDirty:              1234 kB\nWriteback:  0 kB\n";
+        assert_eq!(dirty_kb(meminfo), Some(1234));
+        assert_eq!(dirty_kb("MemTotal: 1 kB\n"), None);
+        assert_eq!(dirty_kb("Dirty: many\n"), None);
+    }
+
+    /// Files waiting for a flush, written as `attempt_once` leaves them.
+    fn waiting(dir: &Path, names: &[&str]) -> Vec<Waiting> {
+        names
+            .iter()
+            .map(|n| {
+                let dest = dir.join(n);
+                let tmp = temporary(&dest);
+                let mut file = std::fs::File::create(&tmp).unwrap();
+                file.write_all(n.as_bytes()).unwrap();
+                Waiting {
+                    file,
+                    tmp,
+                    dest,
+                    sha256: format!("{:x}", Sha256::digest(n.as_bytes())),
+                    size: n.len() as u64,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn waiting_files_land_after_their_flush_and_a_failed_rename_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let mut files = waiting(dir.path(), &["a.csv", "b.csv", "sub/c.csv"]);
+        // Its folder goes before it lands: its rename fails, the others land.
+        files[2].dest = dir.path().join("gone/c.csv");
+        let landed = land(files);
+        assert_eq!(landed[0].as_ref().unwrap().1, 5);
+        assert!(landed[1].is_ok());
+        assert!(matches!(&landed[2], Err(GranuleError::Local(m)) if m.contains("gone/c.csv")));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("b.csv")).unwrap(),
+            "b.csv"
+        );
+        let mut left: Vec<_> = walk(dir.path());
+        left.sort();
+        assert_eq!(left, ["a.csv", "b.csv"], "no temporary file stays");
+        // One alone is flushed by itself.
+        let one = land(waiting(dir.path(), &["d.csv"]));
+        assert!(one[0].is_ok() && dir.path().join("d.csv").exists());
+    }
+
+    fn walk(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out
     }
 
     #[test]
