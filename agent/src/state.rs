@@ -829,12 +829,7 @@ fn granules(
     resource: &str,
     collection: &str,
 ) -> rusqlite::Result<Vec<GranuleRecord>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {GRANULE_COLUMNS} FROM granules
-         WHERE resource = ?1 AND collection = ?2 ORDER BY path"
-    ))?;
-    let rows = stmt.query_map(params![resource, collection], granule_row)?;
-    rows.collect()
+    granule_rows(conn, "FROM granules WHERE", resource, collection)
 }
 
 /// The collection's pending granules in path order, from the index of those not imported
@@ -845,10 +840,25 @@ fn pending_granules(
     resource: &str,
     collection: &str,
 ) -> rusqlite::Result<Vec<GranuleRecord>> {
+    granule_rows(
+        conn,
+        "FROM granules INDEXED BY granules_waiting
+         WHERE state <> 'imported' AND state = 'pending' AND",
+        resource,
+        collection,
+    )
+}
+
+/// The records `from_where` selects of one collection (it ends where the collection's condition
+/// is added), in path order.
+fn granule_rows(
+    conn: &Connection,
+    from_where: &str,
+    resource: &str,
+    collection: &str,
+) -> rusqlite::Result<Vec<GranuleRecord>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {GRANULE_COLUMNS} FROM granules INDEXED BY granules_waiting
-         WHERE state <> 'imported' AND state = 'pending' AND resource = ?1 AND collection = ?2
-         ORDER BY path"
+        "SELECT {GRANULE_COLUMNS} {from_where} resource = ?1 AND collection = ?2 ORDER BY path"
     ))?;
     let rows = stmt.query_map(params![resource, collection], granule_row)?;
     rows.collect()

@@ -291,7 +291,8 @@ fn many_small_files_land_whole_after_shared_flushes() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
+/// Every file below `dir`.
+pub(super) fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();

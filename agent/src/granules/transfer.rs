@@ -594,25 +594,15 @@ mod tests {
             std::fs::read_to_string(dir.path().join("b.csv")).unwrap(),
             "b.csv"
         );
-        let mut left: Vec<_> = walk(dir.path());
+        let mut left: Vec<_> = crate::granules::tests::walk(dir.path())
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
         left.sort();
         assert_eq!(left, ["a.csv", "b.csv"], "no temporary file stays");
         // One alone is flushed by itself.
         let one = land(waiting(dir.path(), &["d.csv"]));
         assert!(one[0].is_ok() && dir.path().join("d.csv").exists());
-    }
-
-    fn walk(dir: &Path) -> Vec<String> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            if e.path().is_dir() {
-                out.extend(walk(&e.path()));
-            } else {
-                out.push(e.file_name().to_string_lossy().into_owned());
-            }
-        }
-        out
     }
 
     #[test]
